@@ -1,0 +1,1 @@
+"""Encoder cards (TOML), shipped as package data."""

