@@ -1,0 +1,391 @@
+"""Tests for kd_pyserini.fusion and the kd-fuse CLI."""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import kd_pyserini  # noqa: F401  (JVM first, before any pyserini import)
+import pytest
+from click.testing import CliRunner
+
+from kd_pyserini import fusion
+from kd_pyserini.fusion import comb_mnz, comb_sum, fuse, interpolate, normalize, rrf, tune
+from kd_pyserini.trec_io import read_qrels, read_run, write_run
+
+Hit = namedtuple("Hit", "docid score")
+
+
+def _close(a, b, tol=1e-6) -> bool:
+    """Two runs with the same queries and documents and scores within ``tol`` (TREC files keep 6 decimals)."""
+    return a.keys() == b.keys() and all(a[q].keys() == b[q].keys() and
+                                        all(abs(a[q][d] - b[q][d]) <= tol for d in a[q]) for q in a)
+
+
+def _evaluation_or_skip():
+    return pytest.importorskip("kd_pyserini.evaluation", reason="kd_pyserini.evaluation (tune's metric) not there yet")
+
+
+# ------------------------------------------------------------------------------------------------------------- RRF
+
+def test_rrf_hand_computed():
+    a = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}}
+    b = {"q1": {"d3": 5.0, "d1": 4.0}}
+    out = rrf([a, b], k=60)
+    expected = {"d1": 1 / 61 + 1 / 62, "d3": 1 / 63 + 1 / 61, "d2": 1 / 62}
+    assert list(out["q1"]) == ["d1", "d3", "d2"]
+    for d, s in expected.items():
+        assert out["q1"][d] == pytest.approx(s, abs=1e-15)
+
+
+def test_rrf_uses_trec_eval_ranks_and_weights():
+    # Tied scores: trec_eval ranks docid-descending first, so "b" is rank 1 and "a" rank 2.
+    tied = {"q": {"a": 1.0, "b": 1.0}}
+    out = rrf([tied], k=0)
+    assert out["q"] == {"b": 1.0, "a": 0.5}
+    w = rrf([{"q": {"x": 2.0, "y": 1.0}}, {"q": {"y": 2.0, "x": 1.0}}], k=0, weights=[1.0, 3.0])
+    assert w["q"] == {"y": 1.0 / 2 + 3.0, "x": 1.0 + 3.0 / 2}
+    assert list(w["q"]) == ["y", "x"]
+    with pytest.raises(ValueError):
+        rrf([tied], weights=[1, 2])
+
+
+def test_rrf_query_in_one_run_only_and_cutoff():
+    out = rrf([{"q1": {"a": 1.0, "b": 0.5}}, {"q2": {"c": 1.0}}], k=60, cutoff=1)
+    assert list(out) == ["q1", "q2"]
+    assert out["q1"] == {"a": 1 / 61} and out["q2"] == {"c": 1 / 61}
+
+
+# --------------------------------------------------------------------------------------------------- interpolation
+
+def _random_lists(seed: int, n: int = 30, overlap: int = 12):
+    rng = random.Random(seed)
+    shared = [f"s{i}" for i in range(overlap)]
+    dense_docs = shared + [f"d{i}" for i in range(n - overlap)]
+    sparse_docs = shared + [f"b{i}" for i in range(n - overlap)]
+    dense = {d: rng.uniform(60, 110) for d in dense_docs}
+    sparse = {d: rng.uniform(2, 25) for d in sparse_docs}
+    return sparse, dense
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.37, 1.0, 2.5])
+@pytest.mark.parametrize("normalization", [False, True])
+@pytest.mark.parametrize("weight_on_dense", [False, True])
+def test_interpolation_equals_pyserini_hybrid(alpha, normalization, weight_on_dense):
+    from pyserini.search.hybrid._searcher import HybridSearcher
+
+    for seed in range(3):
+        sparse, dense = _random_lists(seed)
+        for k in (1000, 40):
+            theirs = HybridSearcher._hybrid_results([Hit(d, s) for d, s in dense.items()],
+                                                    [Hit(d, s) for d, s in sparse.items()],
+                                                    alpha, k, normalization, weight_on_dense)
+            ours = interpolate({"q": sparse}, {"q": dense}, alpha=alpha, normalize=normalization, k=k,
+                               weight_on_dense=weight_on_dense)["q"]
+            # The same scores, bit for bit, in the same order and cut at the same depth ...
+            assert [h.score for h in theirs] == list(ours.values())
+            if k == 1000:  # ... for the same documents (all 48; tied min-filled scores may straddle a cut)
+                assert {h.docid: h.score for h in theirs} == ours
+            if len(set(ours.values())) == len(ours):  # no ties: the very same ranking
+                assert [h.docid for h in theirs] == list(ours)
+            else:  # ties (alpha=0, or both lists' tops at 0 after normalising): ours in trec_eval order
+                assert list(ours) == [d for d, _ in sorted(ours.items(), key=lambda kv: (kv[1], kv[0]),
+                                                           reverse=True)]
+
+
+def test_interpolation_min_fill_by_hand():
+    sparse = {"q": {"a": 10.0, "b": 4.0}}
+    dense = {"q": {"b": 90.0, "c": 80.0}}
+    out = interpolate(sparse, dense, alpha=0.5)["q"]
+    # a: missing from dense -> dense min 80; c: missing from sparse -> sparse min 4.
+    assert out == {"b": 0.5 * 4 + 90, "a": 0.5 * 10 + 80, "c": 0.5 * 4 + 80}
+    assert list(out) == ["b", "a", "c"]
+    # A query one list lacks: the empty list contributes 0 (Pyserini's fill for an empty hit list).
+    only = interpolate({"q": {"a": 2.0}}, {}, alpha=0.5)
+    assert only == {"q": {"a": 1.0}}
+
+
+def test_interpolation_degenerate_lists_do_not_divide_by_zero():
+    from pyserini.search.hybrid._searcher import HybridSearcher
+
+    one_hit_sparse = {"q": {"a": 7.0}}
+    dense = {"q": {"a": 100.0, "b": 99.0, "c": 90.0}}
+    # Pyserini itself fails on these.
+    with pytest.raises(ZeroDivisionError):
+        HybridSearcher._hybrid_results([Hit(d, s) for d, s in dense["q"].items()], [Hit("a", 7.0)], 0.5, 10, True)
+    out = interpolate(one_hit_sparse, dense, alpha=0.5, normalize=True)["q"]
+    # The one-hit sparse list normalises to 0.0 for every document; dense is centred min-max into [-0.5, 0.5].
+    assert out == pytest.approx({"a": 0.5, "b": 0.4, "c": -0.5})
+    assert list(out) == ["a", "b", "c"]
+    equal = interpolate({"q": {"x": 3.0, "y": 3.0}}, {"q": {"x": 5.0, "y": 5.0}}, alpha=0.3, normalize=True)["q"]
+    assert equal == {"y": 0.0, "x": 0.0} and list(equal) == ["y", "x"]
+    assert all(math.isfinite(s) for s in out.values())
+
+
+# --------------------------------------------------------------------------------------------- normalisation / comb
+
+@pytest.mark.parametrize("norm", sorted(fusion.NORMALIZATIONS))
+def test_normalisations_on_degenerate_lists(norm):
+    one = normalize({"q": {"a": 3.5}}, norm)["q"]
+    equal = normalize({"q": {"a": 2.0, "b": 2.0, "c": 2.0}}, norm)["q"]
+    expected_constant = {"minmax": 1.0, "zscore": 0.0, "max": 1.0, "sum": None, "none": None}[norm]
+    for got in (one, equal):
+        assert all(math.isfinite(s) for s in got.values())
+        assert len(set(got.values())) == 1
+        if expected_constant is not None:
+            assert set(got.values()) == {expected_constant}
+    if norm == "sum":
+        assert one == {"a": 1.0} and equal == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert normalize({"q": {}}, norm) == {"q": {}}
+
+
+def test_normalisations_values_and_order():
+    docs = {"q": {"a": 4.0, "b": 2.0, "c": 0.0}}
+    assert normalize(docs, "minmax")["q"] == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert normalize(docs, "max")["q"] == {"a": 1.0, "b": 0.5, "c": 0.0}
+    assert normalize(docs, "sum")["q"] == {"a": 4 / 6, "b": 2 / 6, "c": 0.0}
+    z = normalize(docs, "zscore")["q"]
+    sd = math.sqrt(8 / 3)
+    assert z == pytest.approx({"a": 2 / sd, "b": 0.0, "c": -2 / sd})
+    assert normalize(docs, "none")["q"] == docs["q"]
+    neg = {"q": {"a": -1.0, "b": -2.0}}  # MS MARCO -rank scores: order kept by every normalisation
+    for norm in fusion.NORMALIZATIONS:
+        n = normalize(neg, norm)["q"]
+        assert n["a"] > n["b"], norm
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalize(docs, "l2")
+
+
+def test_comb_sum_and_mnz_counts():
+    r1 = {"q": {"a": 1.0, "b": 0.5}}
+    r2 = {"q": {"a": 0.5, "c": 1.0}}
+    r3 = {"q": {"a": 0.25, "b": 0.25}}
+    s = comb_sum([r1, r2, r3], norm="none")["q"]
+    m = comb_mnz([r1, r2, r3], norm="none")["q"]
+    assert s == {"a": 1.75, "c": 1.0, "b": 0.75}
+    assert m == {"a": 1.75 * 3, "b": 0.75 * 2, "c": 1.0 * 1}
+    assert list(m) == ["a", "b", "c"]
+    w = comb_sum([r1, r2], weights=[2.0, 0.0], norm="none")["q"]
+    assert w == {"a": 2.0, "b": 1.0, "c": 0.0}
+    mm = comb_mnz([r1, r2], norm="minmax")["q"]  # r1 -> a 1, b 0; r2 -> a 0, c 1
+    assert mm == {"a": 2.0, "c": 1.0, "b": 0.0}
+
+
+def test_determinism_of_tie_order_and_truncation():
+    docs = [f"doc{i:02d}" for i in range(20)]
+    r1 = {"q": {d: 1.0 for d in docs}}
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    r2 = {"q": {d: 1.0 for d in shuffled}}
+    for method, params in [("rrf", {}), ("combsum", {}), ("combmnz", {"norm": "zscore"}),
+                           ("interpolation", {"alpha": 0.5, "normalize": True})]:
+        a = fuse([r1, {"q": {}}], method, k=5, **params)
+        b = fuse([r2, {"q": {}}], method, k=5, **params)
+        assert list(a["q"]) == list(b["q"]), method
+        assert len(a["q"]) == 5
+        # equal input scores: trec_eval order, docid descending, whatever the input order
+        assert list(a["q"]) == sorted(docs, reverse=True)[:5], method
+
+
+def test_fuse_dispatch_errors():
+    r = {"q": {"a": 1.0}}
+    assert fuse([r, r], "rrf", rrf_k=0)["q"] == {"a": 2.0}
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse([r, r], "borda")
+    with pytest.raises(ValueError, match="exactly two"):
+        fuse([r, r, r], "interpolation")
+    with pytest.raises(ValueError, match="rrf"):
+        fuse([r, r], "rrf", alpha=0.3)
+    assert fuse([r], "combsum", k=0) == {"q": {}}
+
+
+def test_inputs_not_modified():
+    r1 = {"q": {"a": 3.0, "b": 1.0}}
+    r2 = {"q": {"b": 2.0, "c": 1.0}}
+    before = (repr(r1), repr(r2))
+    for method in fusion.METHODS:
+        fuse([r1, r2], method)
+    assert (repr(r1), repr(r2)) == before
+
+
+# ----------------------------------------------------------------------------------------------------------- tuning
+
+def _tuning_case():
+    # q1: only alpha > 0.5 puts the relevant doc first; q2: only alpha < 2/3 does. Best: 0.5 < alpha < 2/3.
+    sparse = {"q1": {"r1": 2.0, "x": 0.0}, "q2": {"r2": 0.0, "y": 1.5}}
+    dense = {"q1": {"r1": 0.0, "x": 1.0}, "q2": {"r2": 1.0, "y": 0.0}}
+    qrels = {"q1": {"r1": 1, "x": 0}, "q2": {"r2": 1, "y": 0}}
+    return sparse, dense, qrels
+
+
+def test_tune_picks_known_best_alpha():
+    _evaluation_or_skip()
+    sparse, dense, qrels = _tuning_case()
+    best, table = tune([sparse, dense], qrels, "interpolation",
+                       grid=[{"alpha": a} for a in (0.0, 0.25, 0.6, 1.0, 2.0)])
+    assert best == {"alpha": 0.6}
+    assert [p["alpha"] for p, _ in table] == [0.0, 0.25, 0.6, 1.0, 2.0]
+    scores = dict((p["alpha"], s) for p, s in table)
+    assert scores[0.6] == pytest.approx(1.0)
+    assert all(s < 1.0 for a, s in scores.items() if a != 0.6)
+    best, table = tune([sparse, dense], qrels, "interpolation")  # default grid 0.0..2.0 step 0.05
+    assert len(table) == 41 and best["alpha"] in (0.55, 0.6, 0.65)
+    assert best["alpha"] == 0.55  # first of the equal bests in grid order
+    # Fixed parameters are carried into the result.
+    best, _ = tune([sparse, dense], qrels, "interpolation", grid=[{"alpha": 0.6}], weight_on_dense=False)
+    assert best == {"alpha": 0.6, "weight_on_dense": False}
+
+
+def test_tune_rejects_unrelated_qrels():
+    sparse, dense, _ = _tuning_case()
+    with pytest.raises(ValueError, match="none of the qrels"):
+        tune([sparse, dense], {"q99": {"r1": 1}}, "interpolation")
+
+
+def test_tune_weights_and_rrf_k():
+    _evaluation_or_skip()
+    sparse, dense, qrels = _tuning_case()
+    best, table = tune([sparse, dense], qrels, "combsum", norm="none")
+    assert len(table) == 21 and best["norm"] == "none"
+    w1, w2 = best["weights"]
+    assert w1 + w2 == pytest.approx(1.0) and 0.5 < w1 / max(w2, 1e-12) < 2 / 3 + 1e-9
+    best, table = tune([sparse, dense], qrels, "rrf")
+    assert "rrf_k" in best and len(table) == len(fusion.default_grid("rrf"))
+
+
+# ---------------------------------------------------------------------------------------------------- real DL runs
+
+def _ndcg10(run, qrels) -> float:
+    import pytrec_eval
+
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"})
+    per_q = ev.evaluate(run)
+    return sum(v["ndcg_cut_10"] for v in per_q.values()) / len(per_q)
+
+
+@pytest.mark.slow
+def test_fuse_real_dl19_runs(data_dir: Path):
+    runs_dir = data_dir / "msmarco-dl" / "runs"
+    bm25_path, tasb_path = runs_dir / "run.dl19.bm25-default.top100.txt", runs_dir / "run.dl19.tas-b.top100.txt"
+    if not bm25_path.exists() or not tasb_path.exists():
+        pytest.skip("DL19 runs not in the shared data")
+    bm25, tasb = read_run(bm25_path), read_run(tasb_path)
+    qrels = read_qrels(data_dir / "topics-and-qrels" / "qrels.dl19-passage.txt")
+    scores = {
+        "bm25": _ndcg10(bm25, qrels),
+        "tas-b": _ndcg10(tasb, qrels),
+        "rrf": _ndcg10(fuse([bm25, tasb], "rrf"), qrels),
+        "interp a=0.1": _ndcg10(fuse([bm25, tasb], "interpolation", alpha=0.1), qrels),
+        "interp a=1.0": _ndcg10(fuse([bm25, tasb], "interpolation", alpha=1.0), qrels),
+        "interp norm a=1.0": _ndcg10(fuse([bm25, tasb], "interpolation", alpha=1.0, normalize=True), qrels),
+        "combsum": _ndcg10(fuse([bm25, tasb], "combsum"), qrels),
+    }
+    print("DL19 nDCG@10:", {k: round(v, 4) for k, v in scores.items()})
+    # Pyserini's BM25 (default) DL19 nDCG@10 is 0.5058; TAS-B's published 0.717 (this run measures 0.721).
+    assert scores["bm25"] == pytest.approx(0.5058, abs=0.001)
+    assert 0.70 < scores["tas-b"] < 0.74
+    assert scores["rrf"] > scores["bm25"] + 0.1
+    for name in ("interp a=0.1", "interp a=1.0", "interp norm a=1.0", "combsum"):
+        assert scores["bm25"] < scores[name] < 0.85, name
+    fused = fuse([bm25, tasb], "rrf", k=1000)
+    assert all(len(docs) <= 200 for docs in fused.values()) and set(fused) == set(bm25) | set(tasb)
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+
+@pytest.fixture()
+def two_runs(tmp_path: Path):
+    sparse = {"1": {"a": 9.0, "b": 8.0, "c": 1.0}, "2": {"x": 3.0, "y": 2.0}}
+    dense = {"1": {"b": 100.0, "c": 99.0, "d": 50.0}, "2": {"y": 80.0, "z": 70.0}}
+    return write_run(sparse, tmp_path / "sparse.trec"), write_run(dense, tmp_path / "dense.trec"), sparse, dense
+
+
+def test_cli_rrf_and_interpolation(tmp_path: Path, two_runs):
+    from kd_pyserini.fusion_cli import main
+
+    s_path, d_path, sparse, dense = two_runs
+    out = tmp_path / "out" / "fused.trec"
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--output", str(out), "--tag", "mytag"])
+    assert res.exit_code == 0, res.output
+    assert _close(read_run(out), rrf([read_run(s_path), read_run(d_path)]))
+    lines = out.read_text().splitlines()
+    assert lines[0].split() == ["1", "Q0", "b", "1", f"{1 / 62 + 1 / 61:.6f}", "mytag"]
+
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "interpolation", "--alpha", "0.5",
+                                    "--k", "2", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    got = read_run(out)
+    want = interpolate(read_run(s_path), read_run(d_path), alpha=0.5, k=2)
+    assert _close(got, want) and all(len(v) == 2 for v in got.values())
+
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "combmnz", "--weights", "1,0.5",
+                                    "--norm", "zscore", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert _close(read_run(out), comb_mnz([read_run(s_path), read_run(d_path)], weights=[1, 0.5], norm="zscore"))
+
+
+def test_cli_errors(tmp_path: Path, two_runs):
+    from kd_pyserini.fusion_cli import main
+
+    s_path, d_path, *_ = two_runs
+    bad = tmp_path / "bad.trec"
+    bad.write_text("1 Q0 a 1 2.0 t\n1 Q0 b 2 notanumber t\n")
+    out = tmp_path / "fused.trec"
+    res = CliRunner().invoke(main, [str(s_path), str(bad), "-o", str(out)])
+    assert res.exit_code == 1
+    assert f"{bad}:2:" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), str(d_path), "--method", "interpolation", "-o",
+                                    str(out)])
+    assert res.exit_code == 2 and "exactly two" in res.output
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--weights", "1", "-o", str(out)])
+    assert res.exit_code == 2 and "--weights" in res.output
+
+
+def test_cli_tune_on_qrels_file(tmp_path: Path):
+    _evaluation_or_skip()
+    from kd_pyserini.fusion_cli import main
+
+    sparse, dense, qrels = _tuning_case()
+    s_path, d_path = write_run(sparse, tmp_path / "s.trec"), write_run(dense, tmp_path / "d.trec")
+    q_path = tmp_path / "qrels.txt"
+    q_path.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+    out = tmp_path / "fused.trec"
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "interpolation", "--tune-on",
+                                    str(q_path), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "chose alpha=0.55" in res.output
+    assert _close(read_run(out), interpolate(sparse, dense, alpha=0.55))
+
+
+@pytest.mark.slow
+def test_cli_tune_on_named_qrels_real_runs(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _evaluation_or_skip()
+    from kd_pyserini.fusion_cli import main
+
+    runs_dir = data_dir / "msmarco-dl" / "runs"
+    bm25, tasb = runs_dir / "run.dl20.bm25-default.top100.txt", runs_dir / "run.dl20.tas-b.top100.txt"
+    if not bm25.exists() or not tasb.exists():
+        pytest.skip("DL20 runs not in the shared data")
+    monkeypatch.setenv("KD_PYSERINI_DATA", str(data_dir))
+    out = tmp_path / "fused.trec"
+    res = CliRunner().invoke(main, [str(bm25), str(tasb), "--method", "rrf", "--tune-on", "dl20", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "rrf_k=60 " in res.output and "<- best" in res.output and "chose rrf_k=" in res.output
+    fused = read_run(out)
+    assert len(fused) == 54 and all(len(d) <= 200 for d in fused.values())
+    # Tuned on the same qrels, so at least as good as the default k=60.
+    assert _ndcg10(fused, read_qrels(data_dir / "topics-and-qrels" / "qrels.dl20-passage.txt")) >= 0.6323 - 1e-4
+    res = CliRunner().invoke(main, [str(bm25), str(tasb), "--tune-on", "dl19-passage", "-o", str(out)])
+    assert res.exit_code == 1 and "none of the qrels" in res.output
+
+
+def test_cli_python_m_help():
+    res = subprocess.run([sys.executable, "-m", "kd_pyserini.fusion_cli", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--method" in res.stdout and "sparse" in res.stdout
