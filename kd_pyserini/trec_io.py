@@ -51,7 +51,8 @@ def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None) -> Ru
 
     Args:
         path: the run file (``.gz`` accepted).
-        warnings: if given, filled with counts: ``duplicate_docids`` (later lines ignored, as trec_eval keeps one).
+        warnings: if given, filled with counts: ``duplicate_docids`` (the first line wins; Java trec_eval would refuse
+            the run with "duplicate docs", so callers should report the count).
 
     Raises:
         FormatError: a line that is neither format, or a score that is not a number.
