@@ -174,6 +174,8 @@ def start_jvm() -> JavaRuntime:
         jnius_config.add_classpath(str(anserini_jar()))
         if rt.has_vector_module:
             jnius_config.add_options("--add-modules=jdk.incubator.vector")
+        if rt.version >= 24:  # Lucene still uses sun.misc.Unsafe; Java 24+ warns about it on every start
+            jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
         for opt in os.environ.get("KD_PYSERINI_JVM_OPTIONS", "").split():
             jnius_config.add_options(opt)
     import jnius  # noqa: F401  (starts the JVM)
