@@ -134,7 +134,7 @@ def test_unreachable_hub_fails_fast_with_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError) as e:
         get_query_encoder("distilbert-dot", device="cpu")
-    assert "huggingface-cli download" in str(e.value) and "\n" not in str(e.value)
+    assert "hf download" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_directory_without_card_is_cls_dot_and_says_so(tiny_distilbert_dir):
