@@ -1,0 +1,439 @@
+"""kd_pyserini.index: dense FAISS indexes in Pyserini's layout (resumable, sharded, compressed), BM25 indexes.
+
+Most tests use a deterministic bag-of-words "encoder" (hashed random projections: meaningful neighbours, exact
+per-text vectors, countable calls) or the tiny random DistilBERT; the real-data checks are in test_search.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import kd_pyserini  # noqa: F401  (JVM first)
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kd_pyserini.cards import EncoderCard
+from kd_pyserini.corpus import DuplicateIdError
+from kd_pyserini.index import (METADATA_FILENAME, IncompatibleIndexError, IndexBuildError, IndexParams,
+                               build_bm25_index, build_dense_index, bytes_per_vector, check_index_compatible,
+                               convert_dense_index, load_docids, main, merge_dense_indexes, parse_shard,
+                               read_metadata, shard_range)
+from kd_pyserini.trec_io import FormatError
+
+WORDS = ("protein cell cancer gene virus immune therapy brain heart blood study patients drug trial risk mouse "
+         "model signal kinase receptor tumor infection vaccine dose liver kidney lung muscle bone neuron").split()
+
+
+class BowEncoder:
+    """A deterministic stand-in for TextEncoder: hashed bag-of-words random projection, unit length (cosine).
+
+    Records every text it encodes, so tests can tell which passages were (re-)encoded.
+    """
+
+    def __init__(self, dim: int = 48, name: str = "bow-test"):
+        self.card = EncoderCard(name=name, model_id=f"test/{name}", pooling="mean", similarity="cosine",
+                                query_max_length=64, passage_max_length=64, dimension=dim)
+        self.dimension = dim
+        self.encoded: list[str] = []
+        self.calls = 0
+
+    def _word(self, w: str) -> np.ndarray:
+        return np.random.default_rng(zlib.crc32(w.encode())).standard_normal(self.dimension).astype(np.float32)
+
+    def embed(self, texts, max_length, batch_size=None) -> np.ndarray:
+        self.calls += 1
+        self.encoded.extend(texts)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.split()[:max_length]:
+                out[i] += self._word(w)
+            out[i] /= max(np.linalg.norm(out[i]), 1e-9)
+        return out
+
+
+def _write_corpus(path: Path, n: int, seed: int = 0, fmt: str = "jsonl") -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    docs = [(f"d{i}", " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 30)))) for i in range(n)]
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for i, (d, t) in enumerate(docs):
+            if fmt == "jsonl":
+                f.write(json.dumps({"id": d, "contents": t}) + "\n")
+            elif fmt == "beir":
+                f.write(json.dumps({"_id": d, "title": f"title {i}" if i % 2 else "", "text": t}) + "\n")
+            else:
+                f.write(f"{d}\t{t}\n")
+    return docs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    _write_corpus(p, 300)
+    return p
+
+
+@pytest.fixture(scope="module")
+def queries() -> dict[str, str]:
+    rng = random.Random(7)
+    return {f"q{i}": " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for i in range(40)}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_distilbert_dir):
+    from kd_pyserini.encoders import TextEncoder
+
+    return TextEncoder(str(tiny_distilbert_dir), device="cpu")
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(name))
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+def test_parse_shard_and_ranges():
+    assert parse_shard("0/4") == (0, 4) and parse_shard(None) is None
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    ranges = [shard_range(10, (i, 3)) for i in range(3)]
+    assert ranges == [(0, 3), (3, 6), (6, 10)]
+    assert shard_range(10, None) == (0, 10)
+
+
+def test_bytes_per_vector_msmarco_table():
+    n = 8_841_823
+    gb = {t: bytes_per_vector(t, 768) * n / 1e9 for t in ("flat", "hnsw", "fp16", "sq8", "ivfpq")}
+    assert round(gb["flat"], 1) == 27.2 and round(gb["fp16"], 1) == 13.6 and round(gb["sq8"], 1) == 6.8
+    assert round(gb["ivfpq"], 2) == 0.92 and 29 < gb["hnsw"] < 30
+
+
+# ------------------------------------------------------------------------------------- layout & Pyserini
+
+def test_dense_index_layout_metadata_and_faiss_searcher(tmp_path, corpus, queries, tiny_distilbert_dir,
+                                                        tiny_encoder):
+    from kd_pyserini.encoders import KDQueryEncoder
+    from kd_pyserini.search import search_dense
+    from kd_pyserini.trec_io import rank
+    from pyserini.search.faiss import FaissSearcher
+
+    out = tmp_path / "tiny"
+    build_dense_index(corpus, str(tiny_distilbert_dir), out, device="cpu", chunk_size=64, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["docid", "index", METADATA_FILENAME]
+    assert _leftovers(tmp_path, "tiny") == ["tiny"]  # no .partial, no .tmp-
+    assert load_docids(out) == [f"d{i}" for i in range(300)]
+    meta = read_metadata(out)
+    assert meta["encoder"]["name"] == tiny_distilbert_dir.name and meta["dimension"] == 32
+    assert meta["max_length"] == {"query": 30, "passage": 200}
+    assert meta["index"]["faiss_class"] == "IndexFlatIP" and meta["num_vectors"] == 300
+    assert meta["corpus"]["num_docs"] == 300 and meta["corpus"]["path"] == str(corpus.resolve())
+    assert {"kd_pyserini", "pyserini", "torch", "faiss", "transformers"} <= meta["versions"].keys()
+    assert meta["encoding"]["passages_encoded_this_run"] == 300 and meta["encoding"]["passages_per_second"] > 0
+
+    # Pyserini reads the folder unchanged and returns exactly our top 10.
+    qe = KDQueryEncoder(encoder=tiny_encoder)
+    ours = search_dense(queries, qe, out, hits=10)
+    searcher = FaissSearcher(str(out), qe)
+    theirs = searcher.batch_search(list(queries.values()), list(queries), k=10)
+    for qid in queries:
+        assert [(h.docid, float(h.score)) for h in theirs[qid]] == list(ours[qid].items())
+        # One query at a time (Pyserini's FaissSearcher.search, no padding): the random tiny model scores every
+        # passage 32.0 +- 1e-5, so the last float bits of the unpadded query vector can swap near-ties; any
+        # difference must be such a near-tie (< 1e-4), nothing more.
+        single = [(h.docid, float(h.score)) for h in searcher.search(queries[qid], k=10)]
+        mine = rank(ours[qid])
+        for (d1, s1), (d2, s2) in zip(single, mine):
+            assert d1 == d2 or abs(s1 - s2) < 1e-4
+            assert s1 == pytest.approx(s2, abs=1e-4)
+    # the vectors are the encoder's, in corpus order
+    texts = [json.loads(line)["contents"] for line in corpus.read_text().splitlines()]
+    vec = searcher.index.reconstruct_n(0, 300)
+    np.testing.assert_allclose(vec[:5], tiny_encoder.embed(texts[:5], 200), rtol=0, atol=1e-5)
+
+
+def test_index_types_recall_against_flat(tmp_path, corpus, queries):
+    import faiss
+    from pyserini.search.faiss import FaissSearcher
+
+    enc = BowEncoder()
+    flat = build_dense_index(corpus, enc, tmp_path / "flat", chunk_size=100, progress=False)
+    q = enc.embed(list(queries.values()), 64)
+    ref = faiss.read_index(str(flat / "index")).search(q, 10)[1]
+    recalls = {}
+    for t in ("hnsw", "fp16", "sq8", "ivfpq"):
+        out = convert_dense_index(flat, tmp_path / t, index=IndexParams(t), progress=False)
+        meta = read_metadata(out)
+        assert meta["index"]["index_type"] == t and meta["converted_from"]["path"] == str(flat.resolve())
+        index = faiss.read_index(str(out / "index"))
+        got = index.search(q, 10)[1]
+        recalls[t] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref, got)])
+        assert load_docids(out) == load_docids(flat)
+    assert recalls["hnsw"] >= 0.99 and recalls["fp16"] >= 0.99 and recalls["sq8"] >= 0.95, recalls
+    assert recalls["ivfpq"] >= 0.5, recalls
+
+    # built directly as HNSW: efSearch is stored, Pyserini reads it
+    h = build_dense_index(corpus, BowEncoder(), tmp_path / "h2", index=IndexParams("hnsw", ef_search=77),
+                          progress=False)
+    assert faiss.read_index(str(h / "index")).hnsw.efSearch == 77
+    assert read_metadata(h)["index"]["faiss_class"] == "IndexHNSWFlat"
+    assert FaissSearcher(str(h), _StubQE(enc)).num_docs == 300
+
+    # compressed shards cannot be merged/converted (their vectors are lossy)
+    with pytest.raises(IndexBuildError, match="compressed"):
+        convert_dense_index(tmp_path / "sq8", tmp_path / "x", index="flat", progress=False)
+
+
+class _StubQE:
+    """Enough of a Pyserini QueryEncoder for FaissSearcher's constructor."""
+
+    def __init__(self, enc):
+        self.enc = enc
+
+    def encode(self, q):
+        return self.enc.embed([q], 64)[0]
+
+
+# ----------------------------------------------------------------------------------------------- resume
+
+def test_resume_after_crash_does_not_reencode(tmp_path, corpus):
+    texts = [json.loads(line)["contents"] for line in corpus.read_text().splitlines()]
+    full = build_dense_index(corpus, BowEncoder(), tmp_path / "full", chunk_size=64, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def crash(k):
+        if k == 1:
+            raise Killed
+
+    first = BowEncoder()
+    out = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        build_dense_index(corpus, first, out, chunk_size=64, progress=False, on_chunk=crash)
+    assert not out.exists()
+    partial = Path(str(out) + ".partial")
+    assert sorted(p.name for p in partial.glob("chunk-*")) == [
+        "chunk-000000.ids", "chunk-000000.npy", "chunk-000001.ids", "chunk-000001.npy"]
+    assert first.encoded == texts[:128]
+
+    second = BowEncoder()
+    build_dense_index(corpus, second, out, chunk_size=64, progress=False)
+    assert second.encoded == texts[128:]  # chunks 0-1 were not encoded again
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == 2
+    assert (out / "index").read_bytes() == (full / "index").read_bytes()
+    assert (out / "docid").read_bytes() == (full / "docid").read_bytes()
+    assert not partial.exists()
+
+
+def test_resume_refuses_other_settings(tmp_path, corpus):
+    out = tmp_path / "x"
+
+    def crash(k):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(corpus, BowEncoder(), out, chunk_size=64, progress=False, on_chunk=crash)
+    with pytest.raises(IndexBuildError, match="chunk_size"):
+        build_dense_index(corpus, BowEncoder(), out, chunk_size=32, progress=False)
+    with pytest.raises(IndexBuildError, match="max_length"):
+        build_dense_index(corpus, BowEncoder(), out, chunk_size=64, max_length=10, progress=False)
+    enc = BowEncoder()
+    build_dense_index(corpus, enc, out, chunk_size=32, restart=True, progress=False)  # --restart starts over
+    assert len(enc.encoded) == 300
+
+
+def test_killed_process_resumes_byte_identical(tmp_path, corpus, tiny_distilbert_dir):
+    """A real kill (the process dies with no clean-up after chunk 1), then the same command again."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "kd_pyserini.index", "dense", "--encoder", str(tiny_distilbert_dir), "--corpus",
+           str(corpus), "--output", str(out), "--chunk-size", "64", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "KD_PYSERINI_CRASH_AFTER_CHUNK": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 137, r.stderr[-2000:]
+    assert not out.exists()
+    assert len(list(Path(str(out) + ".partial").glob("chunk-*.npy"))) == 2
+    env.pop("KD_PYSERINI_CRASH_AFTER_CHUNK")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = read_metadata(out)
+    assert meta["encoding"]["resumed_chunks"] == 2 and meta["encoding"]["passages_encoded_this_run"] == 300 - 128
+    ref = build_dense_index(corpus, str(tiny_distilbert_dir), tmp_path / "ref", chunk_size=64, device="cpu",
+                            progress=False)
+    assert (out / "index").read_bytes() == (ref / "index").read_bytes()
+    assert (out / "docid").read_bytes() == (ref / "docid").read_bytes()
+
+
+# -------------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("kind", ["dense", "bm25"])
+def test_malformed_line_leaves_nothing(tmp_path, kind):
+    bad = tmp_path / "bad.jsonl"
+    lines = [json.dumps({"id": f"d{i}", "contents": f"text {i}"}) for i in range(5)]
+    lines[2] = '{"id": "d2", "contents": "unterminated'
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(FormatError, match=rf"{bad}:3: invalid JSON"):
+        if kind == "dense":
+            build_dense_index(bad, BowEncoder(), out, progress=False)
+        else:
+            build_bm25_index(bad, out, progress=False)
+    assert _leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.parametrize("kind", ["dense", "bm25"])
+def test_duplicate_ids_refused(tmp_path, kind):
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("1\tfirst\n2\tsecond\n1\tagain\n")
+    out = tmp_path / "out"
+    with pytest.raises(DuplicateIdError, match=r"dup.tsv:3: duplicate id '1' \(first at .*dup.tsv:1\)"):
+        if kind == "dense":
+            build_dense_index(dup, BowEncoder(), out, progress=False)
+        else:
+            build_bm25_index(dup, out, progress=False)
+    assert _leftovers(tmp_path, "out") == []
+
+
+def test_cli_reports_file_and_line(tmp_path, tiny_distilbert_dir):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\tok\nno tab here\n")
+    r = CliRunner().invoke(main, ["dense", "--encoder", str(tiny_distilbert_dir), "--corpus", str(bad),
+                                  "--output", str(tmp_path / "o")])
+    assert r.exit_code == 1 and f"{bad}:2: no tab" in r.output
+    assert _leftovers(tmp_path, "o") == []
+
+
+def test_existing_output_refused_unless_overwrite(tmp_path, corpus):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    with pytest.raises(IndexBuildError, match="already exists"):
+        build_dense_index(corpus, BowEncoder(), out, progress=False)
+    assert (out / "keep").exists()
+    build_dense_index(corpus, BowEncoder(), out, overwrite=True, progress=False)
+    assert not (out / "keep").exists() and (out / "index").is_file()
+    assert _leftovers(tmp_path, "o") == ["o"]
+
+
+# ------------------------------------------------------------------------------------------ shard/merge
+
+def test_shards_merge_to_the_full_index(tmp_path, corpus):
+    full = build_dense_index(corpus, BowEncoder(), tmp_path / "full", chunk_size=50, progress=False)
+    shards = []
+    for i in (2, 0, 1):  # any order
+        enc = BowEncoder()
+        s = build_dense_index(corpus, enc, tmp_path / f"s{i}", shard=f"{i}/3", chunk_size=50, progress=False)
+        meta = read_metadata(s)
+        assert meta["shard"] == {"index": i, "count": 3, "start": i * 100, "end": (i + 1) * 100}
+        assert len(enc.encoded) == 100 and load_docids(s) == [f"d{j}" for j in range(i * 100, (i + 1) * 100)]
+        shards.append(s)
+    merged = merge_dense_indexes(shards, tmp_path / "merged", progress=False)
+    assert (merged / "index").read_bytes() == (full / "index").read_bytes()
+    assert (merged / "docid").read_bytes() == (full / "docid").read_bytes()
+    assert read_metadata(merged)["shard"] is None and len(read_metadata(merged)["merged_from"]) == 3
+
+    with pytest.raises(IndexBuildError, match=r"missing \[1\]"):
+        merge_dense_indexes([shards[0], shards[1]], tmp_path / "m2", progress=False)
+    with pytest.raises(IndexBuildError, match="not a shard"):
+        merge_dense_indexes([full], tmp_path / "m3", progress=False)
+    # the index type can be chosen at merge time, through the CLI too
+    r = CliRunner().invoke(main, ["merge", *map(str, shards), "--output", str(tmp_path / "m16"), "--index-type",
+                                  "fp16", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(tmp_path / "m16")["index"]["faiss_class"] == "IndexScalarQuantizer"
+    other = build_dense_index(corpus, BowEncoder(name="bow-other"), tmp_path / "o1", shard="1/3", progress=False)
+    with pytest.raises(IndexBuildError, match="encoder"):
+        merge_dense_indexes([shards[1], other, shards[2]], tmp_path / "m4", progress=False)
+
+
+# --------------------------------------------------------------------------------------------- mismatch
+
+def test_encoder_mismatch_refused(tmp_path, corpus, queries, tiny_distilbert_dir):
+    from kd_pyserini.cards import get_card
+    from kd_pyserini.search import main as search_main, search_dense
+
+    out = build_dense_index(corpus, BowEncoder(), tmp_path / "bow", progress=False)
+    assert check_index_compatible(out, BowEncoder().card)["dimension"] == 48
+    with pytest.raises(IncompatibleIndexError, match="built with encoder 'bow-test'.*not 'all-minilm-l6-v2'"):
+        check_index_compatible(out, get_card("all-minilm-l6-v2"))
+    with pytest.raises(IncompatibleIndexError, match="48-dimensional.*32-dimensional"):
+        check_index_compatible(out, BowEncoder(name="bow-test").card.replace(dimension=None), dimension=32)
+    with pytest.raises(IncompatibleIndexError, match="bow-test"):
+        search_dense(queries, str(tiny_distilbert_dir), out, hits=5, device="cpu")
+    topics = tmp_path / "t.tsv"
+    topics.write_text("".join(f"{k}\t{v}\n" for k, v in queries.items()))
+    r = CliRunner().invoke(search_main, ["--encoder", str(tiny_distilbert_dir), "--index", str(out), "--topics",
+                                         str(topics), "--output", str(tmp_path / "run.txt"), "--device", "cpu"])
+    assert r.exit_code == 1
+    msg = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(msg) == 1 and "was built with encoder 'bow-test'" in msg[0]
+    assert not (tmp_path / "run.txt").exists()
+
+
+# ------------------------------------------------------------------------------------------------- BM25
+
+@pytest.mark.parametrize("fmt,name", [("jsonl", "c.jsonl"), ("beir", "corpus.jsonl.gz"), ("tsv", "c.tsv.gz")])
+def test_bm25_index_formats(tmp_path, fmt, name):
+    from kd_pyserini.index import raw_contents
+    from pyserini.search.lucene import LuceneSearcher
+
+    path = tmp_path / name
+    docs = _write_corpus(path, 60, seed=3, fmt=fmt)
+    out = build_bm25_index(path, tmp_path / "bm25", threads=2, progress=False)
+    assert _leftovers(tmp_path, "bm25") == ["bm25"]
+    meta = read_metadata(out)
+    assert meta["corpus"]["format"] == fmt and meta["stats"]["documents"] == 60
+    s = LuceneSearcher(str(out))
+    assert s.num_docs == 60
+    raw = json.loads(s.doc("d1").raw())
+    expected = f"title 1 {docs[1][1]}" if fmt == "beir" else docs[1][1]
+    assert raw == {"id": "d1", "contents": expected} and raw_contents(s.doc("d1").raw()) == expected
+    hits = s.search(docs[5][1], k=3)
+    assert hits[0].docid == "d5"
+    # positions and document vectors are stored
+    from pyserini.index.lucene import LuceneIndexReader
+
+    r = LuceneIndexReader(str(out))
+    assert r.get_document_vector("d5") and r.get_term_positions("d5")
+
+
+def test_concurrent_writer_is_refused(tmp_path, corpus):
+    import fcntl
+
+    out = tmp_path / "locked"
+    partial = Path(str(out) + ".partial")
+    partial.mkdir()
+    with open(partial / ".lock", "a") as f:  # another process holds the chunks
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(IndexBuildError, match="another kd-index process"):
+            build_dense_index(corpus, BowEncoder(), out, progress=False)
+    build_dense_index(corpus, BowEncoder(), out, progress=False)  # once released, it proceeds
+    assert (out / "index").is_file() and not partial.exists()
+
+
+def test_bm25_splits_collection_for_threads(tmp_path, monkeypatch):
+    import kd_pyserini.index as kidx
+    from pyserini.search.lucene import LuceneSearcher
+
+    monkeypatch.setattr(kidx, "DOCS_PER_FILE", 7)
+    seen = {}
+    real = kidx._anserini_index
+
+    def spy(input_dir, index_dir, threads, extra=()):
+        seen["files"] = sorted(p.name for p in input_dir.iterdir())
+        return real(input_dir, index_dir, threads, extra)
+
+    monkeypatch.setattr(kidx, "_anserini_index", spy)
+    path = tmp_path / "c.jsonl"
+    _write_corpus(path, 30)
+    out = build_bm25_index(path, tmp_path / "bm", threads=2, progress=False)
+    assert seen["files"] == [f"docs{i:04d}.jsonl" for i in range(5)]
+    assert LuceneSearcher(str(out)).num_docs == 30
