@@ -1,0 +1,143 @@
+"""``kd-train``: knowledge-distillation training of BERT_Dot dense retrievers.
+
+Usage::
+
+    kd-train margin-mse --teacher FILE [--collection collection.tsv --queries queries.train.tsv]
+             [--student distilbert-base-uncased | HUB_ID | DIR | CARD] --output DIR
+             [--lr 7e-6] [--batch-size 32] [--epochs 1 | --max-steps N] [--warmup-steps N]
+             [--device cuda] [--precision fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
+             [--in-batch-weight W] [--save-every N] [--resume DIR|latest]
+             [--validation-candidates candidates.dl19.bm25-top100.tsv.gz --validation-qrels dl19-passage
+              --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard] [--skip-bad]
+
+Teacher files: ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid`` (Hofstätter et al. 2020's, with
+``--collection``/``--queries``), ``pos_score<TAB>neg_score<TAB>query<TAB>pos<TAB>neg``, or JSONL with ``query``,
+``pos``, ``neg``, ``pos_scores``, ``neg_scores``. Several GPUs: ``torchrun --nproc_per_node N -m kd_pyserini.train
+margin-mse ...`` (``--batch-size`` is per process). Also runnable as ``python -m kd_pyserini.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from kd_pyserini.train.data import TEACHER_FORMATS
+from kd_pyserini.train.model import DEFAULT_STUDENT
+
+_HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+@click.group(name="kd-train", context_settings=_HELP)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Train BERT_Dot dense retrievers by knowledge distillation (Margin-MSE, Hofstätter et al. 2020)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@main.command("margin-mse", context_settings=_HELP)
+@click.option("--teacher", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Teacher scores: ids (with --collection/--queries), text, or JSONL file (.gz accepted).")
+@click.option("--collection", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MS MARCO collection.tsv (pid<TAB>passage) for an id teacher file; read lazily by byte offset.")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="queries.train.tsv (qid<TAB>query) for an id teacher file.")
+@click.option("--format", "teacher_format", type=click.Choice(TEACHER_FORMATS), default="auto", show_default=True,
+              help="Teacher file format (auto: jsonl by content, ids when --collection/--queries are given).")
+@click.option("--skip-bad", is_flag=True, help="Skip and count malformed teacher lines instead of stopping.")
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="Hub id, local model directory, or encoder card name to start from.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="Override the student card's pooling (BERT_Dot: cls).")
+@click.option("--similarity", type=click.Choice(["dot", "cosine"]), default=None,
+              help="Override the student card's similarity (BERT_Dot: dot).")
+@click.option("--query-max-length", type=click.IntRange(min=2), default=None, help="Default: the card's (30).")
+@click.option("--passage-max-length", type=click.IntRange(min=2), default=None, help="Default: the card's (200).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=7e-6, show_default=True,
+              help="Peak AdamW learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Triples per batch (per process).")
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+              help="Linear warm-up steps, then linear decay to 0 [default: 10% of the steps, at most 1000].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True)
+@click.option("--max-grad-norm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Clip the gradient norm (off by default).")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: cuda when present].")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision (fp16: CUDA only, with a grad scaler; bf16: CUDA or CPU).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seeds the data order and dropout.")
+@click.option("--resume", default=None, metavar="DIR|latest",
+              help="Continue exactly from a checkpoint-N folder, an output folder's latest, or 'latest' (--output).")
+@click.option("--grad-checkpointing", is_flag=True, help="Recompute activations in backward (less memory).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the transformer.")
+@click.option("--in-batch-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the TAS-B style in-batch Margin-MSE term (0: off).")
+@click.option("--passage-buckets", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Sort a batch's passages by length and pad this many groups separately (less padding).")
+@click.option("--save-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Checkpoint every N steps (0: only the final model).")
+@click.option("--save-total-limit", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Keep the newest N checkpoints (0: keep all).")
+@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Validate every N steps (also before training and at the end) when validation is set.")
+@click.option("--validation-candidates", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="qid<TAB>pid<TAB>query<TAB>passage rows to re-rank (e.g. candidates.dl19.bm25-top100.tsv.gz).")
+@click.option("--validation-topics", default=None,
+              help="Topics name or file: restricts the queries and supplies their text.")
+@click.option("--validation-qrels", default=None, help="Qrels name (dl19-passage, dl20, ...) or file.")
+@click.option("--validation-measures", default="nDCG@10,RR@10", show_default=True,
+              help="Comma-separated; the first selects the best checkpoint.")
+@click.option("--validation-max-queries", type=click.IntRange(min=1), default=None,
+              help="Validate on the first N judged queries only.")
+@click.option("--early-stopping-patience", type=click.IntRange(min=1), default=None,
+              help="Stop after N validations without improvement.")
+@click.option("--log-csv", type=click.Path(dir_okay=False), default=None,
+              help="CSV log [default: OUTPUT/train_log.csv].")
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="Log every N steps.")
+@click.option("--tensorboard", is_flag=True, help="Also log to OUTPUT/tensorboard (needs the tensorboard package).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--cpu-threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (on a busy machine 1 can be much faster than the default).")
+def margin_mse_cmd(compile_: bool, no_progress: bool, validation_measures: str, **options) -> None:
+    """Margin-MSE distillation: MSE(s(q,p+) - s(q,p-), t(q,p+) - t(q,p-)) (Hofstätter et al. 2020).
+
+    Defaults follow the paper: DistilBERT student, CLS pooling, dot product, query/passage max length 30/200,
+    AdamW at 7e-6, batch size 32.
+    """
+    from kd_pyserini.trec_io import FormatError
+    from kd_pyserini.train.trainer import NonFiniteLossError, TrainConfig, train_margin_mse
+
+    measures = tuple(m.strip() for m in validation_measures.split(",") if m.strip())
+    try:
+        cfg = TrainConfig(compile=compile_, progress=not no_progress, validation_measures=measures, **options)
+        result = train_margin_mse(cfg)
+    except FormatError as e:
+        raise click.ClickException(f"{e} (use --skip-bad to skip and count bad lines)") from None
+    except NonFiniteLossError as e:
+        click.echo(f"kd-train: error: {e}", err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        click.echo(f"kd-train: interrupted; continue with --resume {options['output']}", err=True)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports (and writes)
+        return
+    click.echo(f"trained {result.steps} steps; final model: {result.final_dir}")
+    if result.best_dir is not None:
+        click.echo(f"best {measures[0]} {result.best_metric:.4f} at step {result.best_step}: {result.best_dir}"
+                   + (" (stopped early)" if result.stopped_early else ""))
+    if result.last_checkpoint is not None:
+        click.echo(f"last checkpoint: {result.last_checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

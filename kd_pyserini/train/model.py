@@ -1,0 +1,142 @@
+"""The student: a BERT_Dot bi-encoder (one transformer for queries and passages, pooled vector, dot product).
+
+BERT_Dot is the student architecture of Hofstätter et al. 2020 ("Improving Efficient Neural Ranking Models with
+Cross-Architecture Knowledge Distillation") and of TAS-B: DistilBERT, the CLS vector, no normalisation, dot product.
+Pooling and similarity come from the student's encoder card (:func:`kd_pyserini.cards.get_card`), so a
+sentence-transformers student (mean pooling, cosine) trains the way it encodes; both can be overridden.
+
+Checkpoints are plain Hugging Face model directories plus a ``kd_pyserini_card.toml``, so
+:func:`kd_pyserini.get_query_encoder`, ``kd-index`` and Pyserini's ``AutoQueryEncoder`` load them as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kd_pyserini.cards import EncoderCard, UnknownEncoderError, get_card, write_card
+from kd_pyserini.encoders import load_model, pool
+
+__all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT"]
+
+log = logging.getLogger(__name__)
+DEFAULT_STUDENT = "distilbert-base-uncased"
+
+
+def resolve_student_card(student: str | EncoderCard, pooling: str | None = None,
+                         similarity: str | None = None) -> EncoderCard:
+    """The card of a student given as a card name, hub id (``distilbert-base-uncased`` too), or local directory.
+
+    ``pooling`` / ``similarity`` override the card's.
+    """
+    try:
+        card = get_card(student)
+    except UnknownEncoderError:
+        name = str(student)
+        if "/" in name or " " in name:
+            raise
+        # un-namespaced hub ids (distilbert-base-uncased, bert-base-uncased) are not cards: BERT_Dot defaults
+        card = EncoderCard(name=name, model_id=name)
+    changes: dict[str, Any] = {"note": None}
+    if pooling:
+        changes["pooling"] = pooling
+    if similarity:
+        changes["similarity"] = similarity
+    return card.replace(**changes)
+
+
+class BertDotStudent(nn.Module):
+    """A bi-encoder around a Hugging Face ``AutoModel``.
+
+    ``forward(q_ids, q_mask, p_ids, p_mask)`` encodes queries and passages in one call (one ``forward`` per step,
+    which is what DistributedDataParallel expects) and returns ``(query_vectors, passage_vectors)`` in float32.
+
+    Args:
+        model: the transformer (``AutoModel``).
+        pooling: ``cls`` or ``mean``.
+        similarity: ``dot`` or ``cosine`` (vectors L2-normalised).
+    """
+
+    def __init__(self, model: nn.Module, pooling: str = "cls", similarity: str = "dot"):
+        super().__init__()
+        self.model = model
+        # BERT's pooler (dense + tanh over CLS) is not part of BERT_Dot: no gradient reaches it, so freeze it (DDP
+        # would otherwise wait for its gradients forever).
+        for name, p in model.named_parameters():
+            if name.startswith("pooler."):
+                p.requires_grad_(False)
+        self.pooling = pooling
+        self.similarity = similarity
+        self._compiled: Any = None
+
+    @classmethod
+    def from_card(cls, card: EncoderCard) -> tuple["BertDotStudent", Any]:
+        """Load ``(student, tokenizer)`` from a card (local directory, installed package or hub id)."""
+        tokenizer, model = load_model(card)
+        return cls(model.train(), card.pooling, card.similarity), tokenizer
+
+    @property
+    def dimension(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "dim"))
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass (non-reentrant, so DDP and dropout RNG stay exact)."""
+        fn = getattr(self.model, "activation_checkpointing_enable", None)
+        if fn is not None:
+            fn({"use_reentrant": False})
+        else:  # transformers < 5
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def compile(self, **kwargs: Any) -> None:  # type: ignore[override]
+        """``torch.compile`` the transformer (dynamic shapes: batches are padded to their own longest text)."""
+        self._compiled = torch.compile(self.model, dynamic=True, **kwargs)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(n, seq)`` token ids → ``(n, dim)`` float32 vectors (pooled, normalised for cosine)."""
+        model = self._compiled if self._compiled is not None else self.model
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        vec = pool(hidden.float(), attention_mask, self.pooling)
+        if self.similarity == "cosine":
+            vec = nn.functional.normalize(vec, p=2, dim=-1)
+        return vec
+
+    def forward(self, q_ids: torch.Tensor, q_mask: torch.Tensor, p_ids: torch.Tensor | list[torch.Tensor],
+                p_mask: torch.Tensor | list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and passages in one call; passages may come as length buckets (lists), concatenated in order."""
+        q = self.encode(q_ids, q_mask)
+        if isinstance(p_ids, (list, tuple)):
+            p = torch.cat([self.encode(i, m) for i, m in zip(p_ids, p_mask)])
+        else:
+            p = self.encode(p_ids, p_mask)
+        return q, p
+
+    def save(self, directory: str | Path, tokenizer: Any, card: EncoderCard,
+             extra: dict[str, Any] | None = None, final_path: str | Path | None = None) -> Path:
+        """Write a Hugging Face model directory (weights, config, tokenizer) plus its encoder card.
+
+        The card records pooling, similarity and the training max lengths, so every loader encodes the way the
+        student was trained. ``extra`` is written as ``kd_pyserini_train.json`` (step, metrics...).
+        ``final_path``: where the directory will end up when it is written under a temporary name first.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"refusing to save non-finite weights to {out} ({len(bad)} tensors, e.g. "
+                                     f"{bad[0]})")
+        self.model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        cfg = self.model.config
+        dest = Path(final_path) if final_path is not None else out
+        write_card(card.replace(name=dest.resolve().name or card.name, model_id=str(dest),
+                                pooling=self.pooling, similarity=self.similarity, dimension=self.dimension,
+                                architecture=getattr(cfg, "model_type", None), note=None), out)
+        if extra is not None:
+            (out / "kd_pyserini_train.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
+        return out

@@ -1,0 +1,159 @@
+"""Periodic validation during training: re-rank a fixed candidate set with the student, score it with qrels.
+
+Candidates are MS MARCO ``top1000``-style rows ``qid<TAB>pid<TAB>query<TAB>passage`` (``.gz`` accepted), e.g. the
+shared TREC-DL 2019 BM25 top-100 (``candidates.dl19.bm25-top100.tsv.gz``); with ``topics`` given, rows may also be
+``qid<TAB>pid<TAB>passage`` and the query text comes from the topics. Every query and passage is tokenised once, up
+front; each validation encodes them with the current weights (eval mode, no gradients), ranks each query's
+candidates by the student score and evaluates with :func:`kd_pyserini.evaluation.evaluate` (``trec_eval -c``
+semantics over the evaluated, judged queries).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from kd_pyserini.trec_io import FormatError, Qrels, open_text
+
+__all__ = ["RerankValidator", "read_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+def read_candidates(path: str | os.PathLike, topics: dict[str, str] | None = None
+                    ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """Read a candidates file into ``(queries {qid: text}, candidates {qid: [pid...]}, passages {pid: text})``.
+
+    Raises:
+        FormatError: a row with the wrong number of fields, or a 3-field row without ``topics``.
+    """
+    queries: dict[str, str] = {}
+    cands: dict[str, list[str]] = {}
+    passages: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    with open_text(path) as f:
+        for no, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) == 4:
+                qid, pid, query, text = parts
+            elif len(parts) == 3 and topics is not None:
+                qid, pid, text = parts
+                query = topics.get(qid.strip(), "")
+            else:
+                raise FormatError(path, no, f"{len(parts)} tab-separated fields; expected 'qid<TAB>pid<TAB>query"
+                                            "<TAB>passage' (or 'qid<TAB>pid<TAB>passage' with --validation-topics)")
+            qid, pid = qid.strip(), pid.strip()
+            if topics is not None:
+                if qid not in topics:
+                    continue
+                query = topics[qid]
+            queries.setdefault(qid, query)
+            if (qid, pid) not in seen:
+                seen.add((qid, pid))
+                cands.setdefault(qid, []).append(pid)
+            passages.setdefault(pid, text)
+    return queries, cands, passages
+
+
+class RerankValidator:
+    """Re-rank candidates with the student and evaluate.
+
+    Args:
+        candidates: the candidates file (see the module docstring).
+        qrels: ``{qid: {docid: grade}}``, or a qrels name / path for :func:`kd_pyserini.resources.get_qrels`.
+        topics: optional ``{qid: query}`` or a topics name / path; restricts and supplies the query texts.
+        measures: measure names (first one is the default selection measure).
+        max_queries: evaluate only the first ``n`` judged queries (numeric qid order), to keep validation cheap.
+    """
+
+    def __init__(self, candidates: str | os.PathLike, qrels: Qrels | str | os.PathLike,
+                 topics: dict[str, str] | str | os.PathLike | None = None,
+                 measures: Sequence[str] = ("nDCG@10", "RR@10"), max_queries: int | None = None):
+        from kd_pyserini.resources import get_qrels, get_topics
+
+        if topics is not None and not isinstance(topics, dict):
+            topics = get_topics(topics)
+        if not isinstance(qrels, dict):
+            qrels = get_qrels(qrels)
+        queries, cands, passages = read_candidates(candidates, topics)
+        judged = sorted((q for q in cands if qrels.get(q)), key=lambda q: (0, int(q)) if q.isdigit() else (1, q))
+        if not judged:
+            raise ValueError(f"none of the {len(cands)} queries in {candidates} has judgements in the qrels; check "
+                             "that --validation-qrels matches --validation-candidates")
+        if max_queries:
+            judged = judged[:max_queries]
+        self.qids = judged
+        self.queries = [queries[q] for q in judged]
+        self.candidates = {q: cands[q] for q in judged}
+        pids = sorted({p for q in judged for p in cands[q]})
+        self.pids = pids
+        self._pid_row = {p: i for i, p in enumerate(pids)}
+        self.passages = [passages[p] for p in pids]
+        self.qrels = {q: qrels[q] for q in judged}
+        self.measures = list(measures)
+        self._q_tok: list[list[int]] | None = None
+        self._p_tok: list[list[int]] | None = None
+        log.info("validation: %d queries, %d candidate passages from %s", len(judged), len(pids), candidates)
+
+    def describe(self) -> dict[str, Any]:
+        return {"queries": len(self.qids), "passages": len(self.pids), "measures": self.measures}
+
+    def prepare(self, tokenizer: Any, query_max_length: int, passage_max_length: int) -> None:
+        """Tokenise all queries and passages once."""
+        kw = dict(truncation=True, padding=False, return_attention_mask=False, return_token_type_ids=False)
+        self._q_tok = tokenizer(self.queries, max_length=query_max_length, **kw)["input_ids"]
+        self._p_tok = tokenizer(self.passages, max_length=passage_max_length, **kw)["input_ids"]
+        self._pad_id = tokenizer.pad_token_id or 0
+
+    def _embed(self, student, ids: list[list[int]], device: torch.device, autocast, batch_size: int) -> torch.Tensor:
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = torch.empty((len(ids), student.dimension), dtype=torch.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
+                mask[r, :len(ids[i])] = 1
+            with autocast():
+                vec = student.encode(input_ids.to(device), mask.to(device))
+            out[torch.as_tensor(idx)] = vec.float().cpu()
+        return out
+
+    @torch.no_grad()
+    def run(self, student, device: torch.device | str = "cpu", autocast=contextlib.nullcontext,
+            batch_size: int = 128) -> dict[str, dict[str, float]]:
+        """The student's re-ranking as a run ``{qid: {pid: score}}``."""
+        if self._q_tok is None:
+            raise RuntimeError("call prepare(tokenizer, ...) first")
+        device = torch.device(device)
+        was_training = student.training
+        student.eval()
+        try:
+            q = self._embed(student, self._q_tok, device, autocast, batch_size)
+            p = self._embed(student, self._p_tok, device, autocast, batch_size)
+        finally:
+            student.train(was_training)
+        run: dict[str, dict[str, float]] = {}
+        for i, qid in enumerate(self.qids):
+            rows = torch.tensor([self._pid_row[x] for x in self.candidates[qid]])
+            scores = (p[rows] @ q[i]).tolist()
+            run[qid] = dict(zip(self.candidates[qid], scores))
+        return run
+
+    def __call__(self, student, device: torch.device | str = "cpu", autocast=contextlib.nullcontext,
+                 batch_size: int = 128) -> dict[str, float]:
+        """Re-rank and evaluate: ``{measure: value}``."""
+        from kd_pyserini.evaluation import evaluate
+
+        return evaluate(self.run(student, device, autocast, batch_size), self.qrels, self.measures)
