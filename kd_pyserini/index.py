@@ -664,6 +664,22 @@ def build_dense_index(corpus: str | os.PathLike, encoder: Any, output: str | os.
 
 # ------------------------------------------------------------------------------------------------------ merging
 
+def _build_from_blocks(params: IndexParams, dim: int, blocks: Sequence[_Block], docids: Sequence[str],
+                       meta: dict[str, Any], output: Path, overwrite: bool, progress: bool) -> Path:
+    """Fill a FAISS index from vector blocks and install it with its docids and metadata, atomically."""
+    tmp = _tmp_dir_for(output)
+    try:
+        faiss_index, desc = _fill_index(params, dim, blocks, progress=progress)
+        meta["index"] = desc
+        _write_dense(tmp, faiss_index, docids)
+        _write_json(tmp / METADATA_FILENAME, meta)
+        _install(tmp, output, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
 def _reconstruct_blocks(index_dir: Path, block: int = 65_536) -> tuple[list[_Block], int]:
     import faiss
 
@@ -741,17 +757,7 @@ def merge_dense_indexes(shards: Sequence[str | os.PathLike], output: str | os.Pa
                 merged_from=[{"path": str(s.resolve()), "shard": m["shard"], "encoding": m.get("encoding")}
                              for s, m in metas],
                 created=_now(), versions=package_versions(), command=list(command) if command else None)
-    tmp = _tmp_dir_for(output)
-    try:
-        faiss_index, desc = _fill_index(params, dim, blocks, progress=progress)
-        meta["index"] = desc
-        _write_dense(tmp, faiss_index, docids)
-        _write_json(tmp / METADATA_FILENAME, meta)
-        _install(tmp, output, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output
+    return _build_from_blocks(params, dim, blocks, docids, meta, output, overwrite, progress)
 
 
 def convert_dense_index(source: str | os.PathLike, output: str | os.PathLike, *, index: IndexParams | str = "fp16",
@@ -769,17 +775,7 @@ def convert_dense_index(source: str | os.PathLike, output: str | os.PathLike, *,
     docids = load_docids(source)
     meta = {**meta, "converted_from": {"path": str(source.resolve()), "index": meta.get("index")},
             "created": _now(), "versions": package_versions(), "command": list(command) if command else None}
-    tmp = _tmp_dir_for(output)
-    try:
-        faiss_index, desc = _fill_index(params, dim, blocks, progress=progress)
-        meta["index"] = desc
-        _write_dense(tmp, faiss_index, docids)
-        _write_json(tmp / METADATA_FILENAME, meta)
-        _install(tmp, output, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output
+    return _build_from_blocks(params, dim, blocks, docids, meta, output, overwrite, progress)
 
 
 # -------------------------------------------------------------------------------------------------- compatibility
