@@ -96,6 +96,8 @@ def _fmt(x: float | None, digits: int = 2) -> str:
         return f"{x:,.0f}"
     if abs(x) >= 100:
         return f"{x:.1f}"
+    if 0.01 <= abs(x) < 1:
+        return f"{x:.{max(digits, 4)}f}"
     return f"{x:.{digits}f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2e}"
 
 
