@@ -1011,7 +1011,8 @@ def main(verbose: bool) -> None:
               help="Corpus format [detected].")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Passages per forward pass.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [cuda when present].")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default="fp32", show_default=True,
+              help="int8: CPU only, dynamic quantisation (the fast query option; see PERFORMANCE.md).")
 @click.option("--max-length", type=int, default=None, help="Passage truncation in tokens [the card's; 200 for "
                                                           "TAS-B/Margin-MSE].")
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,

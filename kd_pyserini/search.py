@@ -520,7 +520,8 @@ def _print_eval(label: str, values: Mapping[str, float]) -> None:
 @click.option("--threads", type=int, default=os.cpu_count() or 1, show_default="all CPU cores",
               help="Lucene search / FAISS threads.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [cuda when present].")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default="fp32", show_default=True,
+              help="int8: CPU only, dynamic quantisation (the fast query option; see PERFORMANCE.md).")
 @click.option("--max-length", "query_max_length", type=int, default=None,
               help="Query truncation in tokens [the card's; 30 for TAS-B/Margin-MSE].")
 @click.option("--passage-max-length", type=int, default=None, help="rerank: passage truncation [the card's].")

@@ -10,4 +10,7 @@ benchmark); results go to a table on stdout and a JSON file. Benchmarks:
 * ``dense``     — FAISS flat / HNSW / fp16 / IVF-PQ on a synthetic 1M x 768 collection vs Pyserini's FaissSearcher;
 * ``sparse``    — BM25 and hybrid latency per query on SciFact vs Pyserini's LuceneSearcher / HybridSearcher;
 * ``training``  — Margin-MSE training throughput (triples/s) at batch 32 with a TAS-B-sized student.
+
+Peak memory is measured per variant in a fresh process (``memprobe.py``). The latest full report is kept in
+``results/latest.json`` and summarised in PERFORMANCE.md (``run_all.py --render results/latest.json`` re-prints it).
 """
