@@ -42,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 
+from kd_pyserini.resources import BENCHMARKS as _RESOURCE_BENCHMARKS
 from kd_pyserini.trec_io import Run, RunWarnings, rank, read_run
 
 __all__ = [
@@ -300,13 +301,15 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "msmarco-dev": ("RR@10", "R@1000", "nDCG@10"),
     "scifact": ("nDCG@10", "R@100"),
 }
-#: other accepted names (Pyserini's topic/qrels names) -> canonical benchmark name.
+#: Pyserini's topic-set name (kd_pyserini.resources) -> canonical benchmark name.
+_RESOURCE_TO_BENCHMARK = {"dl19-passage": "trec-dl-19", "dl20": "trec-dl-20",
+                          "msmarco-passage-dev-subset": "msmarco-dev", "beir-v1.0.0-scifact-test": "scifact"}
+#: other accepted names -> canonical benchmark name, derived from the topic sets' names and aliases in resources.
 BENCHMARK_ALIASES: dict[str, str] = {
-    **dict.fromkeys(("dl19-passage", "dl19", "trec-dl-2019", "msmarco-passage-dl19"), "trec-dl-19"),
-    **dict.fromkeys(("dl20", "dl20-passage", "trec-dl-2020", "msmarco-passage-dl20"), "trec-dl-20"),
-    **dict.fromkeys(("msmarco-passage-dev-subset", "msmarco-passage-dev", "msmarco-v1-passage.dev", "dev-small"),
-                    "msmarco-dev"),
-    **dict.fromkeys(("beir-v1.0.0-scifact-test", "beir-scifact", "scifact-test"), "scifact"),
+    alias: _RESOURCE_TO_BENCHMARK[b.name]
+    for b in _RESOURCE_BENCHMARKS.values()
+    for alias in (b.name, *b.aliases)
+    if alias != _RESOURCE_TO_BENCHMARK[b.name]
 }
 
 
