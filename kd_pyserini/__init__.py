@@ -1,15 +1,17 @@
 """kd_pyserini: the distilled DistilBERT dense retrievers (TAS-B, Margin-MSE) as first-class Pyserini citizens.
 
-Importing this package starts Anserini's JVM with a Java >= 21 (see :mod:`kd_pyserini.jvm`), so it must be imported
-before any ``pyserini`` module. That is the package's only import-time side effect; everything else is imported
-lazily when first used.
+``import kd_pyserini`` starts nothing. It installs an import hook (:mod:`kd_pyserini.jvm`) that starts Anserini's JVM
+with a Java >= 21 the moment ``pyserini`` or ``jnius`` is first imported, so ``import kd_pyserini`` must come before
+any ``pyserini`` import, and commands that never use Lucene (``kd-eval``, ``kd-fuse``, ``kd-train``, dense-only work)
+need no Java at all. Everything else is imported lazily when first used.
 """
 
 from __future__ import annotations
 
-from kd_pyserini.jvm import start_jvm as _start_jvm
+from kd_pyserini import jvm as _jvm
 
-JAVA = _start_jvm()
+_jvm.check_not_preempted()
+_jvm.install_import_hook()
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,8 @@ __all__ = ["JAVA", "__version__", *_LAZY]
 
 
 def __getattr__(name: str):
+    if name == "JAVA":  # the Java runtime of Anserini's JVM; asking for it starts the JVM
+        return _jvm.start_jvm()
     if name in _LAZY:
         import importlib
 

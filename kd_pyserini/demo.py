@@ -37,7 +37,8 @@ def run_demo(corpus: str | Path = toy.CORPUS, topics: str | Path = toy.TOPICS, q
     from kd_pyserini.index import build_bm25_index, build_dense_index
     from kd_pyserini.search import rerank, search_bm25, search_dense
     from kd_pyserini.fusion import fuse
-    from kd_pyserini.encoders import TextEncoder, get_query_encoder
+    from kd_pyserini.encoders import get_query_encoder
+    from kd_pyserini.encoding import TextEncoder
     from kd_pyserini.corpus import load_texts
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kd-demo-"))

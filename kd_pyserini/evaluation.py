@@ -43,7 +43,7 @@ from typing import Literal
 import numpy as np
 
 from kd_pyserini.resources import BENCHMARKS as _RESOURCE_BENCHMARKS
-from kd_pyserini.trec_io import Run, RunWarnings, rank, read_run
+from kd_pyserini.trec_io import Run, RunWarnings, qid_order, rank, read_run
 
 __all__ = [
     "Measure", "MeasureError", "parse_measure", "parse_measures", "trec_eval_args",
@@ -293,23 +293,11 @@ def _mean(values: Mapping[str, float]) -> float:
 # Benchmarks
 # --------------------------------------------------------------------------------------------------------------
 
-_DL_MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@1000", "AP(rel=2)")
-#: canonical benchmark name -> its official measures (as reported by Pyserini / the TAS-B and Margin-MSE papers).
-BENCHMARKS: dict[str, tuple[str, ...]] = {
-    "trec-dl-19": _DL_MEASURES,
-    "trec-dl-20": _DL_MEASURES,
-    "msmarco-dev": ("RR@10", "R@1000", "nDCG@10"),
-    "scifact": ("nDCG@10", "R@100"),
-}
-#: Pyserini's topic-set name (kd_pyserini.resources) -> canonical benchmark name.
-_RESOURCE_TO_BENCHMARK = {"dl19-passage": "trec-dl-19", "dl20": "trec-dl-20",
-                          "msmarco-passage-dev-subset": "msmarco-dev", "beir-v1.0.0-scifact-test": "scifact"}
-#: other accepted names -> canonical benchmark name, derived from the topic sets' names and aliases in resources.
+#: canonical benchmark name -> its official measures, read from the one benchmark table (kd_pyserini.resources).
+BENCHMARKS: dict[str, tuple[str, ...]] = {b.key: b.measures for b in _RESOURCE_BENCHMARKS.values()}
+#: other accepted names (Pyserini's topic-set names and the aliases) -> canonical benchmark name.
 BENCHMARK_ALIASES: dict[str, str] = {
-    alias: _RESOURCE_TO_BENCHMARK[b.name]
-    for b in _RESOURCE_BENCHMARKS.values()
-    for alias in (b.name, *b.aliases)
-    if alias != _RESOURCE_TO_BENCHMARK[b.name]
+    alias: b.key for b in _RESOURCE_BENCHMARKS.values() for alias in (b.name, *b.aliases) if alias != b.key
 }
 
 
@@ -390,10 +378,6 @@ class InputWarnings:
         return msgs
 
 
-def _qid_sort(qid: str) -> tuple[int, int | str]:
-    return (0, int(qid)) if qid.isdigit() else (1, qid)
-
-
 def check_inputs(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], *,
                  read_warnings: Mapping[str, int] | None = None, source: str = "run") -> InputWarnings:
     """Compare a run with the qrels and report what the evaluation will ignore or score as 0.
@@ -411,8 +395,8 @@ def check_inputs(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     return InputWarnings(
         source=source,
         duplicate_docids=int((read_warnings or {}).get("duplicate_docids", 0)),
-        unknown_qids=sorted((q for q in answered if q not in qrels), key=_qid_sort),
-        missing_qids=sorted((q for q in qrels if q not in answered), key=_qid_sort),
+        unknown_qids=sorted((q for q in answered if q not in qrels), key=qid_order),
+        missing_qids=sorted((q for q in qrels if q not in answered), key=qid_order),
         empty=not answered,
         n_judged=len(qrels),
     )

@@ -394,7 +394,7 @@ def _evaluate(run: Run, qrels: Qrels, metric: str) -> float:
 
 
 def tune(runs: Sequence[Mapping[str, Scores]], qrels: Qrels, method: str, metric: str = "nDCG@10",
-         grid: Sequence[Mapping[str, Any]] | None = None, k: int = DEFAULT_K,
+         grid: Sequence[Mapping[str, Any]] | None = None, k: int = DEFAULT_K, progress: bool | None = None,
          **fixed: Any) -> tuple[dict[str, Any], list[tuple[dict[str, Any], float]]]:
     """Grid-search one method's parameters for the best ``metric`` on ``qrels``.
 
@@ -407,6 +407,7 @@ def tune(runs: Sequence[Mapping[str, Scores]], qrels: Qrels, method: str, metric
         grid: the parameter settings to try, e.g. ``[{"alpha": 0.1}, {"alpha": 0.2}]``; default
             :func:`default_grid`.
         k: output depth of every fused run.
+        progress: a bar over the grid on stderr (``None``: when stderr is a terminal; see kd_pyserini.progress).
         **fixed: parameters held fixed for every setting (e.g. ``normalize=True`` or ``norm="zscore"``).
 
     Returns:
@@ -422,8 +423,10 @@ def tune(runs: Sequence[Mapping[str, Scores]], qrels: Qrels, method: str, metric
     if not any(q in run for run in runs for q in qrels):
         raise ValueError("the runs answer none of the qrels' queries: every setting would score 0 "
                          "(wrong qrels for these runs?)")
+    from kd_pyserini.progress import progress_bar
+
     table: list[tuple[dict[str, Any], float]] = []
-    for params in settings:
+    for params in progress_bar(settings, desc=f"tuning {method}", unit="setting", progress=progress):
         merged = {**fixed, **params}
         table.append((merged, _evaluate(fuse(runs, method, k=k, **merged), qrels, metric)))
     best = max(range(len(table)), key=lambda i: (table[i][1], -i))

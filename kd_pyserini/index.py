@@ -391,7 +391,7 @@ def _resolve_text_encoder(encoder: Any, device: str | None, precision: str, batc
     """A name / card -> a loaded TextEncoder; an encoder object (TextEncoder, KDDocumentEncoder, or anything with
     ``card``, ``dimension`` and ``embed``) is used as it is."""
     if isinstance(encoder, (str, os.PathLike, EncoderCard)):
-        from kd_pyserini.encoders import TextEncoder
+        from kd_pyserini.encoding import TextEncoder
 
         return TextEncoder(get_card(str(encoder) if isinstance(encoder, os.PathLike) else encoder), device=device,
                            precision=precision, batch_size=batch_size)  # noqa: E501

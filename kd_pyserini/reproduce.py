@@ -432,7 +432,7 @@ _HUB: dict[str, bool] = {}
 
 def _hub_reachable() -> bool:
     if "up" not in _HUB:
-        from kd_pyserini.encoders import _hub_reachable as probe
+        from kd_pyserini.encoding import hub_reachable as probe
 
         _HUB["up"] = probe(timeout=3.0)
     return _HUB["up"]
@@ -453,7 +453,7 @@ def model_problem(name: str) -> str | None:
     path = Path(location).expanduser()
     if path.is_dir():
         return None if (path / "config.json").is_file() else f"model folder {path} has no config.json"
-    from kd_pyserini.encoders import _hub_cached
+    from kd_pyserini.encoding import hub_cached as _hub_cached
 
     if _hub_cached(location):
         return None

@@ -1,4 +1,8 @@
-"""Topics and qrels by name or path, without the network when the files are at hand.
+"""THE benchmark table, and topics and qrels by name or path, without the network when the files are at hand.
+
+:data:`BENCHMARKS` is the one list of benchmarks that every other part reads (evaluation's official measures,
+reproduction, the command-line help): each entry has its short name (``trec-dl-19``), Pyserini's topic-set name
+(``dl19-passage``), aliases, the topics and qrels file names and the official measures.
 
 Search order for a named resource:
 1. ``$KD_PYSERINI_DATA/topics-and-qrels/<file>`` (the data directory; CI points it at ``../shared/data``);
@@ -14,39 +18,49 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kd_pyserini.errors import KdError
 from kd_pyserini.trec_io import FormatError, Qrels, open_text, read_qrels
 
-__all__ = ["ResourceNotFound", "Benchmark", "BENCHMARKS", "data_dir", "canonical", "topics_path", "qrels_path",
-           "get_topics", "get_qrels"]
+__all__ = ["ResourceNotFound", "Benchmark", "BENCHMARKS", "data_dir", "pyserini_cache", "canonical", "topics_path",
+           "qrels_path", "get_topics", "get_qrels", "read_topics_file", "qrels_by_name_or_path"]
 
 
-class ResourceNotFound(FileNotFoundError):
+class ResourceNotFound(KdError, FileNotFoundError):
     """A topics or qrels file could not be found anywhere."""
 
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A topic set: Pyserini's name, its topics and qrels file names, and the aliases we accept."""
+    """A topic set: Pyserini's name, its topics and qrels file names, the aliases we accept, our short name (``key``,
+    what kd-eval and kd-repro print) and its official measures (ir_measures names, as the papers and Pyserini's 2CR
+    report them)."""
 
     name: str
     topics_file: str
     qrels_file: str
     aliases: tuple[str, ...]
     pyserini_qrels: str
+    key: str
+    measures: tuple[str, ...]
 
+
+#: TREC-DL: nDCG@10 graded; MRR@10, MAP and R@1000 at relevance >= 2 (the official DL conventions).
+DL_MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@1000", "AP(rel=2)")
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("dl19-passage", "topics.dl19-passage.txt", "qrels.dl19-passage.txt",
-              ("trec-dl-19", "dl19", "trec-dl-2019", "msmarco-passage-dl19"), "dl19-passage"),
+              ("trec-dl-19", "dl19", "trec-dl-2019", "msmarco-passage-dl19"), "dl19-passage",
+              "trec-dl-19", DL_MEASURES),
     Benchmark("dl20", "topics.dl20.txt", "qrels.dl20-passage.txt",
-              ("trec-dl-20", "dl20-passage", "trec-dl-2020", "msmarco-passage-dl20"), "dl20-passage"),
+              ("trec-dl-20", "dl20-passage", "trec-dl-2020", "msmarco-passage-dl20"), "dl20-passage",
+              "trec-dl-20", DL_MEASURES),
     Benchmark("msmarco-passage-dev-subset", "topics.msmarco-passage.dev-subset.txt",
               "qrels.msmarco-passage.dev-subset.txt",
               ("msmarco-dev", "msmarco-passage-dev", "msmarco-v1-passage.dev", "dev-small"),
-              "msmarco-passage-dev-subset"),
+              "msmarco-passage-dev-subset", "msmarco-dev", ("RR@10", "R@1000", "nDCG@10")),
     Benchmark("beir-v1.0.0-scifact-test", "topics.beir-v1.0.0-scifact.test.tsv.gz",
               "qrels.beir-v1.0.0-scifact.test.txt", ("scifact", "beir-scifact", "scifact-test"),
-              "beir-v1.0.0-scifact-test"),
+              "beir-v1.0.0-scifact-test", "scifact", ("nDCG@10", "R@100")),
 ]}
 
 
@@ -65,7 +79,8 @@ def canonical(name: str) -> Benchmark | None:
     return None
 
 
-def _pyserini_cache() -> Path:
+def pyserini_cache() -> Path:
+    """Pyserini's cache folder: ``$PYSERINI_CACHE`` or ``~/.cache/pyserini``."""
     custom = os.environ.get("PYSERINI_CACHE")
     return Path(custom) if custom else Path.home() / ".cache" / "pyserini"
 
@@ -75,7 +90,7 @@ def _local_candidates(filename: str) -> list[Path]:
     d = data_dir()
     if d is not None:
         out.append(d / "topics-and-qrels" / filename)
-    out.append(_pyserini_cache() / "topics-and-qrels" / filename)
+    out.append(pyserini_cache() / "topics-and-qrels" / filename)
     return out
 
 
@@ -167,3 +182,10 @@ def get_qrels(name_or_path: str | os.PathLike) -> Qrels:
         return read_qrels(get_qrels_file(bench.pyserini_qrels))
     except Exception as e:  # noqa: BLE001
         raise _missing("qrels", bench, looked, e) from None
+
+
+def qrels_by_name_or_path(name_or_path: str | os.PathLike) -> Qrels:
+    """Qrels from a file path, else by benchmark name (:func:`get_qrels`): the one helper every command uses for a
+    ``--qrels`` value."""
+    path = Path(name_or_path).expanduser()
+    return read_qrels(path) if path.is_file() else get_qrels(name_or_path)

@@ -97,7 +97,8 @@ def resolve_topics(topics: str | os.PathLike | Mapping[str, str] | Topics) -> To
 def _query_encoder(encoder: Any, device: str | None = None, precision: str = "fp32", batch_size: int = 64,
                    max_length: int | None = None):
     """A :class:`kd_pyserini.encoders.KDQueryEncoder` from a name / card / model folder, or the object given."""
-    from kd_pyserini.encoders import KDDocumentEncoder, KDQueryEncoder, TextEncoder
+    from kd_pyserini.encoders import KDDocumentEncoder, KDQueryEncoder
+    from kd_pyserini.encoding import TextEncoder
 
     if isinstance(encoder, KDQueryEncoder):
         if max_length:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
+
+from kd_pyserini.atomic import atomic_write
+from kd_pyserini.errors import KdError
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
 __all__ = ["Run", "Qrels", "FormatError", "open_text", "read_run", "read_qrels", "write_run", "rank",
-           "atomic_write", "RunWarnings"]
+           "atomic_write", "qid_order", "RunWarnings"]
 
 
-class FormatError(ValueError):
+class FormatError(KdError, ValueError):
     """A malformed line in an input file; the message names file, line and what was expected."""
 
     def __init__(self, path: str | os.PathLike, line_no: int, message: str):
@@ -123,36 +125,15 @@ def rank(docs: Mapping[str, float], k: int | None = None) -> list[tuple[str, flo
     return ordered if k is None else ordered[:k]
 
 
-def _qid_key(qid: str) -> tuple[int, int | str]:
+def qid_order(qid: str) -> tuple[int, int | str]:
+    """Sort key for query ids: numeric ids in numeric order first, then the others in string order."""
     return (0, int(qid)) if qid.isdigit() else (1, qid)
-
-
-class atomic_write:
-    """Context manager: write text to ``path`` through a temporary file in the same folder, renamed on success."""
-
-    def __init__(self, path: str | os.PathLike, mode: str = "w"):
-        self.path = Path(path)
-        self.mode = mode
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self.f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8"}))
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
-        return False
 
 
 def iter_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "kd_pyserini", k: int | None = None,
                    msmarco: bool = False) -> Iterator[str]:
     """Lines of a run file, queries in numeric-then-string order, documents in trec_eval order."""
-    for qid in sorted(run, key=_qid_key):
+    for qid in sorted(run, key=qid_order):
         for r, (docid, score) in enumerate(rank(run[qid], k), 1):
             yield f"{qid}\t{docid}\t{r}\n" if msmarco else f"{qid} Q0 {docid} {r} {score:.6f} {tag}\n"
 
@@ -170,11 +151,4 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, t
     """
     with atomic_write(path) as f:
         f.writelines(iter_run_lines(run, tag=tag, k=k, msmarco=msmarco))
-    return Path(path)
-
-
-def write_lines(lines: Iterable[str], path: str | os.PathLike) -> Path:
-    """Write text lines atomically."""
-    with atomic_write(path) as f:
-        f.writelines(lines)
     return Path(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import kd_pyserini  # noqa: F401  (starts the JVM before anything imports pyserini)
+import kd_pyserini  # noqa: F401  (installs the hook that starts the JVM before pyserini is imported)
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent

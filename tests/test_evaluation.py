@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kd_pyserini.eval_cli import main as kd_eval
+from kd_pyserini.cli.eval import main as kd_eval
 from kd_pyserini.evaluation import (BENCHMARK_ALIASES, BENCHMARKS, Measure, MeasureError, check_inputs,
                                     compare_runs, evaluate, evaluate_per_query, official_measures, paired_ttest,
                                     parse_measure, parse_measures, randomization_test, read_run_checked,
                                     resolve_benchmark, trec_eval_args)
-from kd_pyserini.jvm import anserini_jar
+from kd_pyserini.jvm import anserini_jar, find_java
 from kd_pyserini.trec_io import FormatError, read_qrels, read_run
 
 DL_MEASURES = ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@1000", "AP(rel=2)"]
@@ -35,8 +35,7 @@ REAL_RUNS = {  # (year, system): published trec_eval -c nDCG@10 (shared/README.m
 
 def java_trec_eval(args: list[str], qrels: Path, run: Path) -> dict[tuple[str, str], str]:
     """Run Anserini's trec_eval (``-c -q`` added): ``{(measure, qid): value string}``, ``qid == "all"`` = mean."""
-    java = shutil.which("java")  # kd_pyserini put a Java >= 21 first on PATH
-    assert java, "no java on PATH after importing kd_pyserini"
+    java = str(find_java().java)  # the Java >= 21 kd_pyserini would start Anserini with (starts no JVM)
     out = subprocess.run([java, "-cp", str(anserini_jar()), "trec_eval", "-c", "-q", *args, str(qrels), str(run)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip(), f"trec_eval failed: {out.stderr}"
@@ -325,6 +324,20 @@ def test_cli_markdown_with_significance_markers(cli_files):
     assert "\u2020" not in res.stdout
 
 
+def test_cli_significance_level_and_its_old_spelling(cli_files):
+    qp, weak, strong = cli_files
+    args = ["--qrels", str(qp), "-m", "RR@10", str(weak), str(strong), "--format", "markdown"]
+    res = CliRunner().invoke(kd_eval, [*args, "--significance-level", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert "p < 0.01 vs" in res.stdout and "deprecated" not in res.output
+    res = CliRunner().invoke(kd_eval, [*args, "--alpha", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert "p < 0.01 vs" in res.stdout
+    assert "--alpha is deprecated" in res.stderr and "use --significance-level" in res.stderr
+    help_text = CliRunner().invoke(kd_eval, ["--help"]).output
+    assert "--significance-level" in help_text and "--alpha" not in help_text
+
+
 def test_cli_csv_table_and_warnings(cli_files, tmp_path):
     qp, weak, strong = cli_files
     extra = write(tmp_path / "extra.txt", strong.read_text() + "999 Q0 x 1 1.0 t\n")
@@ -364,15 +377,16 @@ def test_cli_benchmark_without_runs_uses_reproduce_hook(monkeypatch):
     assert res.exit_code == 0, res.output
     assert calls == ["trec-dl-19"] and "| tas-b | 0.7210 |" in res.stdout
 
-    del fake.evaluate_benchmark_runs
+    # No reproduction run present: the hook answers an empty table (and says so on stderr); kd-eval prints nothing.
+    fake.evaluate_benchmark_runs = lambda b: calls.append(b) or {}
     res = CliRunner().invoke(kd_eval, ["trec-dl-20"])
-    assert res.exit_code == 2 and "no runs given for trec-dl-20" in res.output
+    assert res.exit_code == 0 and calls[-1] == "trec-dl-20" and res.stdout == ""
 
 
 def test_cli_benchmark_name_with_real_runs(real, data_dir):
     qrels_paths, runs = real
     bm25, tasb = runs[("19", "bm25-default")], runs[("19", "tas-b")]
-    out = subprocess.run([sys.executable, "-m", "kd_pyserini.eval_cli", "dl19-passage", str(bm25), str(tasb)],
+    out = subprocess.run([sys.executable, "-m", "kd_pyserini.cli.eval", "dl19-passage", str(bm25), str(tasb)],
                          capture_output=True, text=True, env={**os.environ, "KD_PYSERINI_DATA": str(data_dir)},
                          timeout=120)
     assert out.returncode == 0, out.stderr

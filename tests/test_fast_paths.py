@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from kd_pyserini import get_document_encoder, get_query_encoder
-from kd_pyserini import encoders as E
+from kd_pyserini import encoding as E
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,8 @@ import pytest
 import kd_pyserini
 from kd_pyserini import get_document_encoder, get_qrels, get_query_encoder, get_topics
 from kd_pyserini.cards import CARD_FILENAME, UnknownEncoderError, get_card, list_cards, write_card
-from kd_pyserini.encoders import KDDocumentEncoder, KDQueryEncoder, ModelLoadError, register_with_pyserini
+from kd_pyserini.encoders import KDDocumentEncoder, KDQueryEncoder, register_with_pyserini
+from kd_pyserini.encoding import ModelLoadError
 from kd_pyserini.resources import ResourceNotFound
 
 PASSAGES = [

@@ -305,18 +305,18 @@ def two_runs(tmp_path: Path):
 
 
 def test_cli_rrf_and_interpolation(tmp_path: Path, two_runs):
-    from kd_pyserini.fusion_cli import main
+    from kd_pyserini.cli.fuse import main
 
     s_path, d_path, sparse, dense = two_runs
     out = tmp_path / "out" / "fused.trec"
-    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--output", str(out), "--tag", "mytag"])
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--output", str(out), "--run-tag", "mytag"])
     assert res.exit_code == 0, res.output
     assert _close(read_run(out), rrf([read_run(s_path), read_run(d_path)]))
     lines = out.read_text().splitlines()
     assert lines[0].split() == ["1", "Q0", "b", "1", f"{1 / 62 + 1 / 61:.6f}", "mytag"]
 
     res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "interpolation", "--alpha", "0.5",
-                                    "--k", "2", "-o", str(out)])
+                                    "--hits", "2", "-o", str(out)])
     assert res.exit_code == 0, res.output
     got = read_run(out)
     want = interpolate(read_run(s_path), read_run(d_path), alpha=0.5, k=2)
@@ -328,8 +328,25 @@ def test_cli_rrf_and_interpolation(tmp_path: Path, two_runs):
     assert _close(read_run(out), comb_mnz([read_run(s_path), read_run(d_path)], weights=[1, 0.5], norm="zscore"))
 
 
+def test_cli_old_option_names_still_work_with_a_warning(tmp_path: Path, two_runs):
+    from kd_pyserini.cli.fuse import main
+
+    s_path, d_path, sparse, dense = two_runs
+    out = tmp_path / "fused.trec"
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "interpolation", "--k", "2",
+                                    "--tag=old", "--metric", "nDCG@10", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    for old, new in (("--k", "--hits"), ("--tag", "--run-tag"), ("--metric", "--measures")):
+        assert f"{old} is deprecated" in res.output and f"use {new}" in res.output
+    got = read_run(out)
+    assert _close(got, interpolate(sparse, dense, alpha=0.1, k=2)) and all(len(v) == 2 for v in got.values())
+    assert out.read_text().split()[5] == "old"
+    help_text = CliRunner().invoke(main, ["--help"]).output
+    assert "--hits" in help_text and "--run-tag" in help_text and "--k " not in help_text and "--tag" not in help_text
+
+
 def test_cli_errors(tmp_path: Path, two_runs):
-    from kd_pyserini.fusion_cli import main
+    from kd_pyserini.cli.fuse import main
 
     s_path, d_path, *_ = two_runs
     bad = tmp_path / "bad.trec"
@@ -348,7 +365,7 @@ def test_cli_errors(tmp_path: Path, two_runs):
 
 def test_cli_tune_on_qrels_file(tmp_path: Path):
     _evaluation_or_skip()
-    from kd_pyserini.fusion_cli import main
+    from kd_pyserini.cli.fuse import main
 
     sparse, dense, qrels = _tuning_case()
     s_path, d_path = write_run(sparse, tmp_path / "s.trec"), write_run(dense, tmp_path / "d.trec")
@@ -365,7 +382,7 @@ def test_cli_tune_on_qrels_file(tmp_path: Path):
 @pytest.mark.slow
 def test_cli_tune_on_named_qrels_real_runs(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     _evaluation_or_skip()
-    from kd_pyserini.fusion_cli import main
+    from kd_pyserini.cli.fuse import main
 
     runs_dir = data_dir / "msmarco-dl" / "runs"
     bm25, tasb = runs_dir / "run.dl20.bm25-default.top100.txt", runs_dir / "run.dl20.tas-b.top100.txt"
@@ -385,7 +402,7 @@ def test_cli_tune_on_named_qrels_real_runs(data_dir: Path, tmp_path: Path, monke
 
 
 def test_cli_python_m_help():
-    res = subprocess.run([sys.executable, "-m", "kd_pyserini.fusion_cli", "--help"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "kd_pyserini.cli.fuse", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "--method" in res.stdout and "sparse" in res.stdout

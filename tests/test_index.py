@@ -89,7 +89,7 @@ def queries() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tiny_distilbert_dir):
-    from kd_pyserini.encoders import TextEncoder
+    from kd_pyserini.encoding import TextEncoder
 
     return TextEncoder(str(tiny_distilbert_dir), device="cpu")
 

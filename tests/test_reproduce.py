@@ -274,7 +274,7 @@ def test_kd_eval_without_runs_lists_reproduction_runs(data, offline, monkeypatch
     assert table["tas-b-reference-run [published]"]["nDCG@10"] == 0.7210
     assert "R(rel=2)@1000" not in table["tas-b-reference-run"]  # not measurable on a top-100 run
     assert round(table["bm25-default-reference-run"]["nDCG@10"], 4) == 0.5058
-    from kd_pyserini.eval_cli import main as kd_eval
+    from kd_pyserini.cli.eval import main as kd_eval
 
     res = CliRunner().invoke(kd_eval, ["trec-dl-20"])
     assert res.exit_code == 0, res.output

@@ -87,7 +87,7 @@ def test_search_dense_equals_exhaustive_dot_products(syn, tiny_qe):
 
 
 def test_rerank_sources_agree_and_encode_each_passage_once(syn, tiny_distilbert_dir, tmp_path, monkeypatch):
-    from kd_pyserini.encoders import TextEncoder
+    from kd_pyserini.encoding import TextEncoder
     from kd_pyserini.search import bm25_candidates
 
     enc = TextEncoder(str(tiny_distilbert_dir), device="cpu")

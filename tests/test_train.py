@@ -337,7 +337,7 @@ def test_huge_learning_rate_is_caught(tmp_path, tiny_distilbert_dir, jsonl):
 def test_validation_best_checkpoint_early_stopping_and_cli(tmp_path, tiny_distilbert_dir, jsonl, data_dir):
     from click.testing import CliRunner
 
-    from kd_pyserini.train.cli import main
+    from kd_pyserini.cli.train import main
 
     out = tmp_path / "cli"
     args = ["margin-mse", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--output", str(out),

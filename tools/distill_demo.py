@@ -92,7 +92,7 @@ def score_with_teacher(groups, teacher_dir: Path, max_length: int, cache: Path) 
         if cached["key"] == [len(groups), sum(len(p) for _, p in groups), max_length]:
             _log(f"teacher scores from {cache}")
             return [np.asarray(s, dtype=np.float32) for s in cached["scores"]]
-    from kd_pyserini.encoders import TextEncoder
+    from kd_pyserini.encoding import TextEncoder
 
     enc = TextEncoder(str(teacher_dir), device="cpu", batch_size=32)
     texts = sorted({p for _, ps in groups for p in ps})

@@ -14,7 +14,7 @@ Modules (one loss per module, as in sentence-transformers):
 * :mod:`~kd_pyserini.train.model` — :class:`BertDotStudent`;
 * :mod:`~kd_pyserini.train.validation` — re-ranking validation;
 * :mod:`~kd_pyserini.train.trainer` — :class:`MarginMSETrainer`, checkpoints, exact resume;
-* :mod:`~kd_pyserini.train.cli` — ``kd-train margin-mse`` (also ``python -m kd_pyserini.train``).
+* :mod:`kd_pyserini.cli.train` — ``kd-train margin-mse`` (also ``python -m kd_pyserini.train``).
 """
 
 from __future__ import annotations

@@ -646,16 +646,11 @@ class Batch:
         return int(self.q_ids.numel()) + sum(int(x.numel()) for x in self.p_ids)
 
 
-def _pad(ids: Sequence[Sequence[int]], pad_id: int):
-    import torch
+def _pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """``(input_ids, attention_mask)``: int64 tensors padded to the longest text (see ``encoding.pad_batch``)."""
+    from kd_pyserini.encoding.pooling import pad_batch  # imports torch: on first batch, not with this module
 
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, :len(x)] = torch.as_tensor(x, dtype=torch.long)
-        mask[r, :len(x)] = 1
-    return input_ids, mask
+    return pad_batch(ids, pad_id)
 
 
 class Collator:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kd_pyserini.cards import EncoderCard, UnknownEncoderError, get_card, write_card
-from kd_pyserini.encoders import load_model, pool
+from kd_pyserini.encoding import load_model, pool
 
 __all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT"]
 

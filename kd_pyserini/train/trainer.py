@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kd_pyserini.atomic import replace_dir
+from kd_pyserini.progress import progress_bar, quiet_third_party
 from kd_pyserini.train.data import (Batch, Collator, TeacherData, epoch_order, load_teacher, num_batches)
 from kd_pyserini.train.in_batch_margin_mse import InBatchMarginMSELoss
 from kd_pyserini.train.margin_mse import MarginMSELoss
@@ -103,7 +105,7 @@ class TrainConfig:
     log_csv: str | None = None
     log_every: int = 10
     tensorboard: bool = False
-    progress: bool = True
+    progress: bool | None = None
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -191,19 +193,6 @@ def _list_checkpoints(output: Path) -> list[tuple[int, Path]]:
         if d.is_dir() and suffix.isdigit() and (d / STATE_FILE).is_file():
             out.append((int(suffix), d))
     return sorted(out)
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Atomically put directory ``tmp`` at ``dest`` (an existing ``dest`` is moved aside, then deleted)."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".old-{dest.name}-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -348,7 +337,7 @@ class MarginMSETrainer:
     # -- setup -------------------------------------------------------------------------------------------------
 
     def _pick_device(self) -> torch.device:
-        from kd_pyserini.encoders import resolve_device
+        from kd_pyserini.encoding import resolve_device
 
         if self.dist.enabled and torch.cuda.is_available() and not self.cfg.device:
             return torch.device("cuda", self.dist.local_rank)
@@ -482,7 +471,7 @@ class MarginMSETrainer:
                 shutil.rmtree(tmp)
             self.student.save(tmp, self.tokenizer, self.card, self._train_info(), final_path=path)
             torch.save(self._state(rng), tmp / STATE_FILE)
-            _replace_dir(tmp, path)
+            replace_dir(tmp, path)
             self._prune_checkpoints()
         self._barrier()
         self.last_checkpoint = path
@@ -507,7 +496,7 @@ class MarginMSETrainer:
                 os.replace(f, dest / f.name)
             tmp.rmdir()
         else:
-            _replace_dir(tmp, dest)
+            replace_dir(tmp, dest)
         return dest
 
     # -- logging -----------------------------------------------------------------------------------------------
@@ -654,10 +643,8 @@ class MarginMSETrainer:
         cfg = self.cfg
         accum = cfg.grad_accum
         world = self.dist.world_size
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.dist.main), desc="margin-mse")
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc="margin-mse",
+                           progress=cfg.progress if self.dist.main else False)
         window_loss, window_n, window_triples, window_time = 0.0, 0, 0, 0.0
         micro = 0
         self.optimizer.zero_grad(set_to_none=True)
@@ -745,4 +732,5 @@ class MarginMSETrainer:
 def train_margin_mse(config: TrainConfig | None = None, **options: Any) -> TrainResult:
     """Train with Margin-MSE: ``train_margin_mse(teacher=..., output=..., student=..., max_steps=...)``."""
     cfg = config or TrainConfig(**options)
-    return MarginMSETrainer(cfg).train()
+    with quiet_third_party(cfg.progress if os.environ.get("RANK", "0") == "0" else False):
+        return MarginMSETrainer(cfg).train()

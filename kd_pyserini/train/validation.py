@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kd_pyserini.encoding.pooling import pad_batch
 from kd_pyserini.trec_io import FormatError, Qrels, open_text
 
 __all__ = ["RerankValidator", "read_candidates"]
@@ -119,12 +120,7 @@ class RerankValidator:
         out = torch.empty((len(ids), student.dimension), dtype=torch.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
-                mask[r, :len(ids[i])] = 1
+            input_ids, mask = pad_batch([ids[i] for i in idx], self._pad_id)
             with autocast():
                 vec = student.encode(input_ids.to(device), mask.to(device))
             out[torch.as_tensor(idx)] = vec.float().cpu()

@@ -8,12 +8,14 @@ Usage::
              [--device cuda] [--precision fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
              [--in-batch-weight W] [--save-every N] [--resume DIR|latest]
              [--validation-candidates candidates.dl19.bm25-top100.tsv.gz --validation-qrels dl19-passage
-              --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard] [--skip-bad]
+              --measures nDCG@10,RR@10 --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard]
+             [--skip-bad] [--progress/--no-progress]
 
 Teacher files: ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid`` (Hofstätter et al. 2020's, with
 ``--collection``/``--queries``), ``pos_score<TAB>neg_score<TAB>query<TAB>pos<TAB>neg``, or JSONL with ``query``,
 ``pos``, ``neg``, ``pos_scores``, ``neg_scores``. Several GPUs: ``torchrun --nproc_per_node N -m kd_pyserini.train
 margin-mse ...`` (``--batch-size`` is per process). Also runnable as ``python -m kd_pyserini.train``.
+Old spellings (one more release, with a warning): ``--validation-measures`` (``--measures``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ import sys
 
 import click
 
+from kd_pyserini.cli.options import (KdCommand, KdGroup, batch_size_option, device_option, measures_option,
+                                     output_option, passage_max_length_option, precision_option, progress_option,
+                                     query_max_length_option)
 from kd_pyserini.train.data import TEACHER_FORMATS
 from kd_pyserini.train.model import DEFAULT_STUDENT
 
-_HELP = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+OLD_NAMES = {"--validation-measures": "--measures"}
 
 
-@click.group(name="kd-train", context_settings=_HELP)
+@click.group(name="kd-train", cls=KdGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """Train BERT_Dot dense retrievers by knowledge distillation (Margin-MSE, Hofstätter et al. 2020)."""
@@ -38,7 +43,7 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-@main.command("margin-mse", context_settings=_HELP)
+@main.command("margin-mse", cls=KdCommand, old_names=OLD_NAMES)
 @click.option("--teacher", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Teacher scores: ids (with --collection/--queries), text, or JSONL file (.gz accepted).")
 @click.option("--collection", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -50,17 +55,16 @@ def main(verbose: bool) -> None:
 @click.option("--skip-bad", is_flag=True, help="Skip and count malformed teacher lines instead of stopping.")
 @click.option("--student", default=DEFAULT_STUDENT, show_default=True,
               help="Hub id, local model directory, or encoder card name to start from.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@output_option("dir", help="Output folder (checkpoints, final model, logs).")
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default=None,
               help="Override the student card's pooling (BERT_Dot: cls).")
 @click.option("--similarity", type=click.Choice(["dot", "cosine"]), default=None,
               help="Override the student card's similarity (BERT_Dot: dot).")
-@click.option("--query-max-length", type=click.IntRange(min=2), default=None, help="Default: the card's (30).")
-@click.option("--passage-max-length", type=click.IntRange(min=2), default=None, help="Default: the card's (200).")
+@query_max_length_option("Query truncation in tokens [the card's: 30 for BERT_Dot].")
+@passage_max_length_option("Passage truncation in tokens [the card's: 200 for BERT_Dot].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=7e-6, show_default=True,
               help="Peak AdamW learning rate.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Triples per batch (per process).")
+@batch_size_option(help="Triples per training batch (per process).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Optimizer steps (overrides --epochs).")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
@@ -70,9 +74,9 @@ def main(verbose: bool) -> None:
               help="Clip the gradient norm (off by default).")
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batches per optimizer step.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: cuda when present].")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="Autocast precision (fp16: CUDA only, with a grad scaler; bf16: CUDA or CPU).")
+@device_option()
+@precision_option(("fp32", "bf16", "fp16"), help="Autocast precision (fp16: CUDA only, with a grad scaler; bf16: "
+                                                 "CUDA or CPU).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds the data order and dropout.")
 @click.option("--resume", default=None, metavar="DIR|latest",
               help="Continue exactly from a checkpoint-N folder, an output folder's latest, or 'latest' (--output).")
@@ -93,8 +97,8 @@ def main(verbose: bool) -> None:
 @click.option("--validation-topics", default=None,
               help="Topics name or file: restricts the queries and supplies their text.")
 @click.option("--validation-qrels", default=None, help="Qrels name (dl19-passage, dl20, ...) or file.")
-@click.option("--validation-measures", default="nDCG@10,RR@10", show_default=True,
-              help="Comma-separated; the first selects the best checkpoint.")
+@measures_option("Validation measures, comma-separated; the first selects the best checkpoint.",
+                 default="nDCG@10,RR@10")
 @click.option("--validation-max-queries", type=click.IntRange(min=1), default=None,
               help="Validate on the first N judged queries only.")
 @click.option("--early-stopping-patience", type=click.IntRange(min=1), default=None,
@@ -103,10 +107,10 @@ def main(verbose: bool) -> None:
               help="CSV log [default: OUTPUT/train_log.csv].")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True, help="Log every N steps.")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUTPUT/tensorboard (needs the tensorboard package).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option()
 @click.option("--cpu-threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (on a busy machine 1 can be much faster than the default).")
-def margin_mse_cmd(compile_: bool, no_progress: bool, validation_measures: str, **options) -> None:
+def margin_mse_cmd(compile_: bool, progress: bool | None, measures: str, **options) -> None:
     """Margin-MSE distillation: MSE(s(q,p+) - s(q,p-), t(q,p+) - t(q,p-)) (Hofstätter et al. 2020).
 
     Defaults follow the paper: DistilBERT student, CLS pooling, dot product, query/passage max length 30/200,
@@ -115,9 +119,9 @@ def margin_mse_cmd(compile_: bool, no_progress: bool, validation_measures: str, 
     from kd_pyserini.trec_io import FormatError
     from kd_pyserini.train.trainer import NonFiniteLossError, TrainConfig, train_margin_mse
 
-    measures = tuple(m.strip() for m in validation_measures.split(",") if m.strip())
+    measures = tuple(m.strip() for m in measures.split(",") if m.strip())
     try:
-        cfg = TrainConfig(compile=compile_, progress=not no_progress, validation_measures=measures, **options)
+        cfg = TrainConfig(compile=compile_, progress=progress, validation_measures=measures, **options)
         result = train_margin_mse(cfg)
     except FormatError as e:
         raise click.ClickException(f"{e} (use --skip-bad to skip and count bad lines)") from None

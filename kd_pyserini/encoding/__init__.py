@@ -1,0 +1,43 @@
+"""Turn text into vectors the way an encoder card says, without Pyserini (no JVM, no Lucene).
+
+BERT_Dot (TAS-B, Margin-MSE): one shared DistilBERT for queries and passages, the CLS vector, no normalisation,
+dot product; query max length 30, passage max length 200 (the authors' training settings). Cards with
+``pooling = "mean"`` / ``similarity = "cosine"`` (all-MiniLM-L6-v2) use masked mean pooling and L2 normalisation.
+
+Dense-only work (encoding, dense indexing and search, training) imports this package; the Pyserini
+``QueryEncoder`` / ``DocumentEncoder`` classes built on :class:`TextEncoder` live in :mod:`kd_pyserini.encoders`.
+
+Modules: :mod:`~kd_pyserini.encoding.device` (device and precision), :mod:`~kd_pyserini.encoding.loading` (model
+loading), :mod:`~kd_pyserini.encoding.pooling` (padding and pooling), :mod:`~kd_pyserini.encoding.fast_linear`
+(oneDNN linear), :mod:`~kd_pyserini.encoding.int8` (int8 quantisation), :mod:`~kd_pyserini.encoding.text_encoder`
+(:class:`TextEncoder`).
+
+Fast paths (same API, measured in PERFORMANCE.md):
+
+* every forward runs under ``inference_mode`` on texts tokenised once, sorted by length and padded per batch;
+* on CPU, ``nn.Linear`` layers run oneDNN's matmul on prepacked weights instead of the default BLAS sgemm (2-3x faster
+  on AMD CPUs, same fp32 results up to float rounding; ``KD_PYSERINI_FAST_LINEAR=0`` turns it off). With
+  ``precision="bf16"`` the same layers take pre-cast bf16 weights (what CPU autocast computes, without re-casting the
+  weights at every call);
+* ``precision="int8"`` (CPU only): torch dynamic int8 quantisation of the ``nn.Linear`` layers (per-channel
+  weights, 8-bit activations on VNNI CPUs, SmoothQuant-style smoothing calibrated on a few built-in texts), the
+  smallest single-query option (all-MiniLM-L6-v2 query vectors within cosine 0.99 of fp32);
+* one text at a time (:meth:`TextEncoder.embed_one`, used by ``KDQueryEncoder.encode``) skips the batching
+  machinery: a private Rust tokenizer, no padding, no attention mask;
+* on CUDA, batches are filled up to a token budget (``batch_size * max_length``) over length-sorted texts, and the
+  next chunk of texts is tokenised and padded into pinned memory in a background thread while the GPU runs.
+"""
+
+from __future__ import annotations
+
+from kd_pyserini.encoding.device import PRECISIONS, resolve_device
+from kd_pyserini.encoding.fast_linear import _FastLinear, fast_linear_available, use_fast_linear
+from kd_pyserini.encoding.int8 import CALIBRATION_TEXTS, _Smoothed, quantize_int8
+from kd_pyserini.encoding.loading import ModelLoadError, hub_cached, hub_reachable, load_model
+from kd_pyserini.encoding.pooling import pad_batch, pool
+from kd_pyserini.encoding.text_encoder import TextEncoder
+
+# _FastLinear and _Smoothed are internals, reachable here for the fidelity tests and the benchmarks.
+__all__ = ["PRECISIONS", "resolve_device", "TextEncoder", "pool", "pad_batch", "ModelLoadError", "load_model",
+           "hub_cached", "hub_reachable", "fast_linear_available", "use_fast_linear", "quantize_int8",
+           "CALIBRATION_TEXTS"]
