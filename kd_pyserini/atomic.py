@@ -12,7 +12,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "replace_dir", "temp_dir_for"]
+__all__ = ["atomic_write", "replace_dir", "temp_dir_for", "current_umask", "respect_umask"]
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it for longer than two system calls)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by ``tempfile`` (always 0600, folders 0700) the mode a plain ``open``/``mkdir`` would have
+    given it under the current umask (e.g. 0644 / 0755 with umask 022), so colleagues can read results."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 class atomic_write:
@@ -25,6 +38,7 @@ class atomic_write:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        respect_umask(self.tmp)
         self.f = os.fdopen(fd, self.mode, **({} if "b" in self.mode else {"encoding": "utf-8"}))
         return self.f
 
@@ -41,7 +55,9 @@ def temp_dir_for(dest: str | os.PathLike, tag: str = "tmp") -> Path:
     """A new empty folder beside ``dest`` (same file system, so the final rename is atomic)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{dest.name}.{tag}-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{dest.name}.{tag}-", dir=dest.parent))
+    respect_umask(tmp, directory=True)
+    return tmp
 
 
 def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> Path:

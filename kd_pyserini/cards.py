@@ -20,6 +20,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from kd_pyserini.errors import KdError
+
 __all__ = ["EncoderCard", "UnknownEncoderError", "get_card", "list_cards", "CARD_FILENAME", "write_card"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
 
 
-class UnknownEncoderError(ValueError):
+class UnknownEncoderError(KdError, ValueError):
     """The encoder name is neither a card, a hub id, nor an existing directory."""
 
 

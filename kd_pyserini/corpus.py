@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kd_pyserini.errors import KdError
 from kd_pyserini.trec_io import FormatError, open_text
 
 __all__ = ["Passage", "DuplicateIdError", "detect_format", "read_corpus", "corpus_files", "load_texts", "FORMATS"]
@@ -26,7 +27,7 @@ __all__ = ["Passage", "DuplicateIdError", "detect_format", "read_corpus", "corpu
 FORMATS = ("jsonl", "beir", "tsv")
 
 
-class DuplicateIdError(ValueError):
+class DuplicateIdError(KdError, ValueError):
     """A document id occurs twice in a corpus."""
 
 

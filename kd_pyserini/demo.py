@@ -8,24 +8,25 @@ interpolation) and prints one evaluation table. Nothing is downloaded.
 ``--corpus/--topics/--qrels`` run the same pipeline on your own data (e.g. BEIR SciFact:
 ``--corpus $KD_PYSERINI_DATA/scifact/corpus.jsonl.gz --topics scifact --qrels scifact``), and ``--encoder`` takes
 any encoder name, hub id or model directory (``distilbert-dot`` for TAS-B where its weights are at hand).
+
+The library part is :func:`run_demo` and :func:`format_table`; the command is :mod:`kd_pyserini.cli.demo` (run by
+``python -m kd_pyserini.demo``). The table goes to stdout; everything else (progress, Anserini's log) to stderr.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-import click
-
-import kd_pyserini  # noqa: F401  (JVM first)
+import kd_pyserini  # noqa: F401  (installs the JVM hook before any pyserini import)
 from kd_pyserini import toy
 from kd_pyserini.evaluation import evaluate
 from kd_pyserini.resources import get_qrels, get_topics
 from kd_pyserini.trec_io import Run, write_run
 
-__all__ = ["run_demo", "main"]
+__all__ = ["MEASURES", "run_demo", "format_table"]
 
 MEASURES = ["nDCG@10", "RR@10", "R@100"]
 
@@ -37,14 +38,15 @@ def run_demo(corpus: str | Path = toy.CORPUS, topics: str | Path = toy.TOPICS, q
     from kd_pyserini.index import build_bm25_index, build_dense_index
     from kd_pyserini.search import rerank, search_bm25, search_dense
     from kd_pyserini.fusion import fuse
-    from kd_pyserini.encoders import get_query_encoder
     from kd_pyserini.encoding import TextEncoder
     from kd_pyserini.corpus import load_texts
+    from kd_pyserini.progress import quiet_third_party
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kd-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     topic_map, qrel_map = get_topics(topics), get_qrels(qrels)
-    text_encoder = TextEncoder(encoder, device="cpu")
+    with quiet_third_party(progress):  # no "Loading weights" bar unless progress is on
+        text_encoder = TextEncoder(encoder, device="cpu")
 
     bm25_dir, dense_dir = work / "bm25-index", work / "dense-index"
     if not bm25_dir.exists():
@@ -52,7 +54,6 @@ def run_demo(corpus: str | Path = toy.CORPUS, topics: str | Path = toy.TOPICS, q
     if not dense_dir.exists():
         build_dense_index(corpus, text_encoder, dense_dir, progress=progress)
 
-    query_encoder = get_query_encoder(text_encoder.card, encoder=text_encoder)
     runs: dict[str, Run] = {}
     timings: dict[str, float] = {}
 
@@ -62,7 +63,7 @@ def run_demo(corpus: str | Path = toy.CORPUS, topics: str | Path = toy.TOPICS, q
         timings[name] = (time.perf_counter() - t) * 1000 / max(len(topic_map), 1) + sum(timings[p] for p in plus)
 
     timed("bm25", lambda: search_bm25(topic_map, bm25_dir, hits))
-    timed("dense", lambda: search_dense(topic_map, query_encoder, dense_dir, hits))
+    timed("dense", lambda: search_dense(topic_map, text_encoder, dense_dir, hits))
     texts = load_texts(corpus)
     timed("rerank", lambda: rerank(topic_map, text_encoder, runs["bm25"], texts, depth=hits))
     timed("hybrid-rrf", lambda: fuse([runs["bm25"], runs["dense"]], method="rrf", k=hits), ("bm25", "dense"))
@@ -76,27 +77,17 @@ def run_demo(corpus: str | Path = toy.CORPUS, topics: str | Path = toy.TOPICS, q
     return results
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--corpus", default=str(toy.CORPUS), show_default="bundled toy corpus",
-              help="JsonCollection, BEIR corpus.jsonl or MS MARCO tsv (.gz accepted).")
-@click.option("--topics", default=str(toy.TOPICS), show_default="bundled toy topics", help="Topic-set name or file.")
-@click.option("--qrels", default=str(toy.QRELS), show_default="bundled toy qrels", help="Qrels name or file.")
-@click.option("--encoder", default="all-minilm-l6-v2", show_default=True, help="Encoder name, hub id or directory.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Where indexes and runs go (default: a new temporary folder); existing indexes are reused.")
-@click.option("--hits", default=100, show_default=True)
-def main(corpus: str, topics: str, qrels: str, encoder: str, workdir: str | None, hits: int) -> None:
-    """BM25, dense, re-ranking and hybrid retrieval end to end, offline, with one evaluation table."""
-    try:
-        results = run_demo(corpus, topics, qrels, encoder, workdir, hits, progress=sys.stderr.isatty())
-    except (OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+def format_table(results: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The evaluation table of :func:`run_demo`'s results, one string per line (header first)."""
     cols = [*MEASURES, "ms/query"]
-    click.echo(f"{'mode':<15}" + "".join(f"{c:>10}" for c in cols))
+    lines = [f"{'mode':<15}" + "".join(f"{c:>10}" for c in cols)]
     for name, row in results.items():
-        click.echo(f"{name:<15}" + "".join(f"{row[c]:>10.4f}" if c != "ms/query" else f"{row[c]:>10.1f}"
-                                           for c in cols))
+        lines.append(f"{name:<15}" + "".join(f"{row[c]:>10.4f}" if c != "ms/query" else f"{row[c]:>10.1f}"
+                                             for c in cols))
+    return lines
 
 
 if __name__ == "__main__":
-    main()
+    import runpy
+
+    runpy.run_module("kd_pyserini.cli.demo", run_name="__main__", alter_sys=True)

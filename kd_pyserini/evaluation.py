@@ -42,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 
+from kd_pyserini.errors import KdError
 from kd_pyserini.resources import BENCHMARKS as _RESOURCE_BENCHMARKS
 from kd_pyserini.trec_io import Run, RunWarnings, qid_order, rank, read_run
 
@@ -74,7 +75,7 @@ SUPPORTED_FORMS = ("nDCG[@k], RR[(rel=N)][@k], AP[(rel=N)][@k], R[(rel=N)]@k, P[
                    "(e.g. nDCG@10, RR(rel=2)@10, R@1000, AP(rel=2))")
 
 
-class MeasureError(ValueError):
+class MeasureError(KdError, ValueError):
     """A measure name that cannot be parsed or is not supported; the message lists the supported forms."""
 
 

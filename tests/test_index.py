@@ -1,4 +1,5 @@
-"""kd_pyserini.index: dense FAISS indexes in Pyserini's layout (resumable, sharded, compressed), BM25 indexes.
+"""kd_pyserini.index: dense FAISS indexes in Pyserini's layout (resumable, sharded, compressed), BM25 indexes;
+kd_pyserini.cli.index: the kd-index command.
 
 Most tests use a deterministic bag-of-words "encoder" (hashed random projections: meaningful neighbours, exact
 per-text vectors, countable calls) or the tiny random DistilBERT; the real-data checks are in test_search.py.
@@ -10,6 +11,7 @@ import gzip
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import zlib
@@ -21,10 +23,12 @@ import pytest
 from click.testing import CliRunner
 
 from kd_pyserini.cards import EncoderCard
+from kd_pyserini.cli.index import main
 from kd_pyserini.corpus import DuplicateIdError
+from kd_pyserini.errors import KdError
 from kd_pyserini.index import (METADATA_FILENAME, IncompatibleIndexError, IndexBuildError, IndexParams,
                                build_bm25_index, build_dense_index, bytes_per_vector, check_index_compatible,
-                               convert_dense_index, load_docids, main, merge_dense_indexes, parse_shard,
+                               convert_dense_index, load_docids, merge_dense_indexes, parse_shard,
                                read_metadata, shard_range)
 from kd_pyserini.trec_io import FormatError
 
@@ -254,8 +258,8 @@ def test_resume_refuses_other_settings(tmp_path, corpus):
 def test_killed_process_resumes_byte_identical(tmp_path, corpus, tiny_distilbert_dir):
     """A real kill (the process dies with no clean-up after chunk 1), then the same command again."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "kd_pyserini.index", "dense", "--encoder", str(tiny_distilbert_dir), "--corpus",
-           str(corpus), "--output", str(out), "--chunk-size", "64", "--device", "cpu", "--no-progress"]
+    cmd = [sys.executable, "-m", "kd_pyserini.cli.index", "dense", "--encoder", str(tiny_distilbert_dir),
+           "--corpus", str(corpus), "-o", str(out), "--chunk-size", "64", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "KD_PYSERINI_CRASH_AFTER_CHUNK": "1"}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 137, r.stderr[-2000:]
@@ -420,7 +424,7 @@ def test_concurrent_writer_is_refused(tmp_path, corpus):
 
 
 def test_bm25_splits_collection_for_threads(tmp_path, monkeypatch):
-    import kd_pyserini.index as kidx
+    import kd_pyserini.index.bm25 as kidx
     from pyserini.search.lucene import LuceneSearcher
 
     monkeypatch.setattr(kidx, "DOCS_PER_FILE", 7)
@@ -437,3 +441,68 @@ def test_bm25_splits_collection_for_threads(tmp_path, monkeypatch):
     out = build_bm25_index(path, tmp_path / "bm", threads=2, progress=False)
     assert seen["files"] == [f"docs{i:04d}.jsonl" for i in range(5)]
     assert LuceneSearcher(str(out)).num_docs == 30
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+def test_dense_cli_starts_no_java(tmp_path, tiny_distilbert_dir):
+    """Dense indexing never starts the JVM: with a JVM option that makes any start fail, it still succeeds."""
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 20)
+    env = {**os.environ, "KD_PYSERINI_JVM_OPTIONS": "-XX:+NoSuchOption"}
+    control = subprocess.run([sys.executable, "-c", "import kd_pyserini, jnius"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert control.returncode != 0  # the option does break a JVM start
+    out = tmp_path / "nojava"
+    r = subprocess.run([sys.executable, "-m", "kd_pyserini.cli.index", "dense", "--encoder", str(tiny_distilbert_dir),
+                        "--corpus", str(small), "-o", str(out), "--device", "cpu", "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = read_metadata(out)
+    assert meta["num_vectors"] == 20 and load_docids(out) == [f"d{i}" for i in range(20)]
+    assert meta["versions"]["java"] is None
+
+
+def test_dense_cli_vocabulary_and_old_max_length(tmp_path, tiny_distilbert_dir):
+    help_text = CliRunner().invoke(main, ["dense", "--help"]).output
+    for shown in ("--passage-max-length", "-o, --output", "--progress / --no-progress", "--batch-size",
+                  "--device", "--precision"):
+        assert shown in help_text, shown
+    assert not re.search(r"(?<![\w-])--max-length", help_text)
+    defaults = {p.name: p.default for p in main.commands["dense"].params}
+    assert defaults["batch_size"] == 32 and defaults["progress"] is None  # ENCODE_BATCH_SIZE; on when a tty
+
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 12)
+    r = CliRunner().invoke(main, ["dense", "--encoder", str(tiny_distilbert_dir), "--corpus", str(small), "-o",
+                                  str(tmp_path / "old"), "--max-length", "16", "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "--max-length is deprecated" in r.stderr and "--passage-max-length" in r.stderr
+    assert read_metadata(tmp_path / "old")["max_length"]["passage"] == 16
+
+
+def test_index_errors_are_kd_errors_and_one_cli_line(tmp_path, corpus):
+    assert issubclass(IndexBuildError, KdError) and issubclass(IndexBuildError, RuntimeError)
+    assert issubclass(IncompatibleIndexError, KdError) and issubclass(IncompatibleIndexError, ValueError)
+    out = tmp_path / "taken"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["bm25", "--corpus", str(corpus), "-o", str(out), "--no-progress"])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 1 and len(errors) == 1
+    assert "already exists; choose another --output or pass --overwrite" in errors[0]
+    r = CliRunner().invoke(main, ["info", str(out)])
+    assert r.exit_code == 1 and f"Error: {out} has no {METADATA_FILENAME} (not built by kd-index)" in r.output
+
+
+def test_rooms_and_entry_points():
+    from kd_pyserini.index import layout
+
+    for name in ("METADATA_FILENAME", "IncompatibleIndexError", "check_index_compatible", "load_docids",
+                 "read_metadata", "package_versions", "raw_contents"):
+        assert getattr(layout, name) is getattr(__import__("kd_pyserini.index", fromlist=[name]), name)
+    from kd_pyserini.index import main as package_main
+
+    assert package_main is main
+    for mod in ("kd_pyserini.cli.index", "kd_pyserini.index"):
+        r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "Usage:" in r.stdout and "dense" in r.stdout, r.stderr[-1000:]

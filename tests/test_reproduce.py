@@ -17,6 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from kd_pyserini import reproduce as rp
+from kd_pyserini.cli.repro import main as kd_repro
+from kd_pyserini.reproduce import availability
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +33,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(rp, "_HUB", {})
+    monkeypatch.setattr(availability, "_HUB", {})
     return tmp_path
 
 
@@ -50,7 +52,8 @@ def _rows(results, benchmark, condition):
 
 def test_matrix_has_every_benchmark_and_condition():
     matrices = {m.benchmark: m for m in rp.load_matrices(ROOT / "runs")}
-    assert list(matrices) == ["msmarco-dev", "trec-dl-19", "trec-dl-20", "scifact"]
+    # in the order of the one benchmark table, kd_pyserini.resources.BENCHMARKS
+    assert list(matrices) == ["trec-dl-19", "trec-dl-20", "msmarco-dev", "scifact"]
     for bench in ("msmarco-dev", "trec-dl-19", "trec-dl-20"):
         names = {c.name for c in matrices[bench].conditions}
         assert MSMARCO_CONDITIONS <= names, MSMARCO_CONDITIONS - names
@@ -132,11 +135,11 @@ def test_expected_scores_equal_pyserini_2cr(data_dir):
 
 
 def test_checkable_by_run_depth():
-    assert rp._checkable("nDCG@10", 100) is None
-    assert rp._checkable("RR(rel=2)@10", 100) is None
-    assert "needs 1000" in rp._checkable("R(rel=2)@1000", 100)
-    assert "full ranking" in rp._checkable("AP(rel=2)", 100)
-    assert rp._checkable("AP(rel=2)", 1000) is None and rp._checkable("R@1000", 1000) is None
+    assert rp.checkable("nDCG@10", 100) is None
+    assert rp.checkable("RR(rel=2)@10", 100) is None
+    assert "needs 1000" in rp.checkable("R(rel=2)@1000", 100)
+    assert "full ranking" in rp.checkable("AP(rel=2)", 100)
+    assert rp.checkable("AP(rel=2)", 1000) is None and rp.checkable("R@1000", 1000) is None
 
 
 def test_resolver_paths_file_and_prebuilt_cache(tmp_path, monkeypatch):
@@ -150,7 +153,7 @@ def test_resolver_paths_file_and_prebuilt_cache(tmp_path, monkeypatch):
     with pytest.raises(rp.MatrixError, match="unknown names colection"):
         rp.build_resolver(tmp_path / "bad.yaml")
     # a prebuilt index already in Pyserini's cache is used from there (kd-search takes folders)
-    info = rp._prebuilt_info("msmarco-v1-passage")
+    info = rp.prebuilt_info("msmarco-v1-passage")
     stem = re.sub(r"\.tar\.gz.*$", "", info["urls"][0].split("/")[-1])
     cached = tmp_path / "cache" / "indexes" / f"{stem}.{info['md5']}"
     monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "cache"))
@@ -185,7 +188,7 @@ def test_reference_runs_reproduce_exactly(data, offline):
 def test_kd_repro_offline_leaderboard_and_plot(data, offline):
     """The whole DL matrix on this machine: reference runs pass, their fusion is measured, the rest not runnable."""
     out = offline / "out"
-    res = CliRunner().invoke(rp.main, ["-b", "trec-dl-19", "-b", "dl20", "-o", str(out)])
+    res = CliRunner().invoke(kd_repro, ["-b", "trec-dl-19", "-b", "dl20", "-o", str(out)])
     assert res.exit_code == 0, res.output
     md = (out / "leaderboard.md").read_text()
     assert "| trec-dl-19 | tas-b-reference-run | `nDCG@10` | 0.7210 | 0.7210 | ±0.0000 | yes (±0.0005) |" in md
@@ -241,21 +244,21 @@ def test_strict_and_failures_set_the_exit_status(data, offline):
         "  - name: missing\n    type: reference-run\n    run: ${data}/no/such/run.txt\n"
         "    expected: [{source: made up, tolerance: 0.0005, scores: {nDCG@10: 0.5}}]\n")
     runner = CliRunner()
-    res = runner.invoke(rp.main, ["--matrix-dir", str(mdir), "-o", str(offline / "o1"), "-c", "wrong", "--no-plot"])
+    res = runner.invoke(kd_repro, ["--matrix-dir", str(mdir), "-o", str(offline / "o1"), "-c", "wrong", "--no-plot"])
     assert res.exit_code == 1
     assert "| trec-dl-19 | wrong | `nDCG@10` | 0.7300 | 0.7210 | -0.0090 | **NO** (±0.0005) |" in res.output
-    res = runner.invoke(rp.main, ["--matrix-dir", str(mdir), "-o", str(offline / "o2"), "-c", "missing"])
+    res = runner.invoke(kd_repro, ["--matrix-dir", str(mdir), "-o", str(offline / "o2"), "-c", "missing"])
     assert res.exit_code == 0, res.output  # not runnable is not a failure...
     assert "not runnable: reference run" in res.output and "no/such/run.txt not found" in res.output
-    res = runner.invoke(rp.main, ["--matrix-dir", str(mdir), "-o", str(offline / "o3"), "-c", "missing", "--strict"])
+    res = runner.invoke(kd_repro, ["--matrix-dir", str(mdir), "-o", str(offline / "o3"), "-c", "missing", "--strict"])
     assert res.exit_code == 1  # ...unless asked
-    res = runner.invoke(rp.main, ["--matrix-dir", str(mdir), "-c", "nope"])
+    res = runner.invoke(kd_repro, ["--matrix-dir", str(mdir), "-c", "nope"])
     assert res.exit_code == 2 and "no condition matches 'nope'" in res.output
 
 
 def test_dry_run_fills_commands_and_runs_nothing(data, offline):
     out = offline / "out"
-    res = CliRunner().invoke(rp.main, ["-b", "scifact", "-b", "trec-dl-19", "--dry-run", "-o", str(out),
+    res = CliRunner().invoke(kd_repro, ["-b", "scifact", "-b", "trec-dl-19", "--dry-run", "-o", str(out),
                                        "--set", "threads=3"])
     assert res.exit_code == 0, res.output
     assert "scifact/bm25-flat: RUNNABLE" in res.output
@@ -282,13 +285,139 @@ def test_kd_eval_without_runs_lists_reproduction_runs(data, offline, monkeypatch
     assert re.search(r"tas-b-reference-run \[published\]\s+0\.6854", res.output)
 
 
+# ------------------------------------------------------------------------------------ latency probe and progress
+
+class _FakeBm25:
+    made: list = []
+
+    def __init__(self, index_dir, *, k1=0.9, b=0.4, threads=1):
+        self.made.append({"index": str(index_dir), "k1": k1, "b": b, "threads": threads})
+        self.queries = []
+
+    def search(self, query, hits=1000):
+        self.made[-1].setdefault("searches", []).append((query, hits))
+        return [("d1", 1.0)]
+
+
+class _FakeDense:
+    made: list = []
+
+    def __init__(self, index_dir, encoder, **kw):
+        self.made.append({"index": str(index_dir), "encoder": encoder, **kw, "encoded": 0, "searched": []})
+
+    def encode(self, query):
+        import numpy as np
+
+        self.made[-1]["encoded"] += 1
+        return np.zeros((1, 4), dtype=np.float32)
+
+    def search_vectors(self, vectors, hits):
+        self.made[-1]["searched"].append((vectors.shape, hits))
+        return [[("d1", 1.0)]]
+
+
+def test_latency_probe_takes_typed_parameters(tmp_path, monkeypatch):
+    """The probe reads kd-search's command with kd-search's own parser (``--opt=value``, any order) into typed
+    SearchParams, and calls the held-open searchers with them; other modes, unknown ones and other programs: None."""
+    import kd_pyserini.search as search
+
+    index = tmp_path / "index"
+    index.mkdir()
+    a = rp.search_params(f"kd-search --topics=dl19-passage --hits=7 --b=0.5 --index={index} --k1=1.2 --mode=bm25 "
+                         "--output=run.txt")
+    b = rp.search_params(["kd-search", "--mode", "bm25", "--k1", "1.2", "--output", "run.txt", "--index", str(index),
+                          "--b", "0.5", "--hits", "7", "--topics", "dl19-passage"])
+    assert isinstance(a, rp.SearchParams) and a == b
+    assert (a.mode, a.index, a.hits, a.k1, a.b) == ("bm25", str(index), 7, 1.2, 0.5)
+    monkeypatch.setattr(search, "Bm25Searcher", _FakeBm25)
+    _FakeBm25.made = []
+    queries = [f"query {i}" for i in range(20)]
+    ms = rp.probe_latency(a, queries, n=5, warmup=1)
+    assert isinstance(ms, float) and ms >= 0
+    (made,) = _FakeBm25.made
+    assert (made["index"], made["k1"], made["b"], made["threads"]) == (str(index), 1.2, 0.5, 1)
+    assert made["searches"] == [(q, 7) for q in queries[:6]]  # 1 untimed + 5 timed, one at a time
+
+    monkeypatch.setattr(search, "DenseSearcher", _FakeDense)
+    _FakeDense.made = []
+    cmd = (f"kd-search --query-max-length=24 --threads 2 --encoder=my-encoder --index={index} --hits=10 "
+           "--precision=fp16 --mode=dense --device=cpu --output=run.txt")
+    assert rp.probe_latency(cmd, queries, n=4, warmup=2) is not None
+    (made,) = _FakeDense.made
+    assert (made["index"], made["encoder"], made["query_max_length"], made["threads"], made["precision"],
+            made["device"]) == (str(index), "my-encoder", 24, 2, "fp16", "cpu")
+    assert made["encoded"] == 6 + 4  # a warm-up pass over the sample, then the timed pass
+    assert made["searched"] == [((1, 4), 10)] * 4  # the first vectors, timed after 2 untimed
+
+    for other in (f"kd-search --mode=nonsense --index={index} --output=run.txt",
+                  f"kd-search --mode rerank --index {index} --encoder my-encoder --output run.txt",
+                  f"kd-search --index={index} --output=run.txt"):
+        assert rp.search_params(other).mode in (None, "rerank")
+        assert rp.probe_latency(other, queries) is None
+    assert rp.search_params("kd-fuse a b --output c") is None
+    assert rp.probe_latency("kd-fuse a b --output c", queries) is None
+    assert rp.probe_latency(a, [], n=5) is None and rp.probe_latency(a, queries, n=0) is None
+
+
+_STUB = """import os, shutil, sys
+sys.stderr.write("stub progress env=" + os.environ.get("KD_PYSERINI_PROGRESS", "unset") + "\\n")
+sys.stderr.write("encoding 50%\\rencoding 100%\\n")
+sys.stderr.flush()
+if sys.argv[1] == "fail":
+    sys.stderr.write("boom: the stub failed\\n")
+    sys.exit(3)
+shutil.copy(sys.argv[1], sys.argv[2])
+"""
+
+
+def _stub_matrix(tmp_path: Path, fail: bool = False) -> Path:
+    mdir = tmp_path / ("matrix-fail" if fail else "matrix")
+    mdir.mkdir()
+    stub = tmp_path / "stub.py"
+    stub.write_text(_STUB)
+    src = "fail" if fail else "${data}/msmarco-dl/runs/run.dl19.tas-b.top100.txt"
+    (mdir / "dl19.yaml").write_text(
+        "benchmark: trec-dl-19\ntopics: dl19-passage\nqrels: dl19-passage\nmeasures: [nDCG@10]\nconditions:\n"
+        f"  - name: stub\n    type: bm25\n    depth: 100\n    steps:\n      - python {stub} {src} ${{output}}\n"
+        "    expected: [{source: Pyserini 2CR, tolerance: 0.0005, scores: {nDCG@10: 0.7210}}]\n")
+    return mdir
+
+
+def test_children_progress_is_passed_through(data, offline, capsys):
+    """With progress on, a command's stderr (its progress bars) is streamed to ours and KD_PYSERINI_PROGRESS=1 is in
+    its environment; off, it is captured and KD_PYSERINI_PROGRESS=0. Either way the log keeps it, redraws folded."""
+    matrices = rp.load_matrices(_stub_matrix(offline))
+    resolver = rp.build_resolver(output_dir=offline / "out")
+    (res,) = rp.reproduce(matrices, resolver, offline / "on", progress=True, echo=lambda s: None)
+    err = capsys.readouterr().err
+    assert "stub progress env=1\n" in err and "encoding 50%\rencoding 100%\n" in err
+    assert res.status == rp.PASS and "stub progress env=1\nencoding 100%\n" in res.log and "50%" not in res.log
+
+    (res,) = rp.reproduce(matrices, resolver, offline / "off", progress=False, echo=lambda s: None)
+    assert "stub progress" not in capsys.readouterr().err
+    assert res.status == rp.PASS and "stub progress env=0" in res.log
+
+    (offline / "cli").mkdir()
+    res = CliRunner().invoke(kd_repro, ["--matrix-dir", str(_stub_matrix(offline / "cli")), "-o",
+                                        str(offline / "cli" / "out"), "--progress", "--no-plot"])
+    assert res.exit_code == 0, res.output
+    assert "stub progress env=1" in res.output
+
+    # an error is still reported with the tail of the command's stderr, progress on or off
+    failing = rp.load_matrices(_stub_matrix(offline, fail=True))
+    for progress in (True, False):
+        (res,) = rp.reproduce(failing, resolver, offline / f"fail-{progress}", progress=progress, echo=lambda s: None)
+        assert res.status == rp.ERROR and "exit 3" in res.problems[0] and "boom: the stub failed" in res.problems[0]
+        assert res.rows[0].verdict == rp.ERROR
+
+
 # ---------------------------------------------------------------------------------------------- end to end (slow)
 
 @pytest.mark.slow
 def test_scifact_bm25_end_to_end(data, offline):
     """Index the SciFact corpus with kd-index, search with kd-search, time it, and match Pyserini's BEIR 2CR."""
     out = offline / "out"
-    res = CliRunner().invoke(rp.main, ["-b", "scifact", "-c", "bm25-flat", "-o", str(out), "--latency-queries", "20"])
+    res = CliRunner().invoke(kd_repro, ["-b", "scifact", "-c", "bm25-flat", "-o", str(out), "--latency-queries", "20"])
     assert res.exit_code == 0, res.output
     records = json.loads((out / "leaderboard.json").read_text())
     (rec,) = records
@@ -299,5 +428,5 @@ def test_scifact_bm25_end_to_end(data, offline):
     assert (out / "scifact" / "run.scifact.bm25-flat.txt.json").is_file()  # kd-search's provenance sidecar
     assert (out / "efficiency.png").read_bytes()[:8] == PNG_MAGIC
     # a second run reuses the index it built (the step is skipped)
-    res = CliRunner().invoke(rp.main, ["-b", "scifact", "-c", "bm25-flat", "-o", str(out), "--dry-run"])
+    res = CliRunner().invoke(kd_repro, ["-b", "scifact", "-c", "bm25-flat", "-o", str(out), "--dry-run"])
     assert "# exists, skipped: kd-index bm25" in res.output

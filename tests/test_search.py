@@ -1,4 +1,5 @@
-"""kd_pyserini.search: dense, BM25, re-ranking and hybrid search, the CLI and its RUN.json sidecar.
+"""kd_pyserini.search: dense, BM25, re-ranking and hybrid search, the held-open searchers, the kd-search CLI
+(kd_pyserini.cli.search) and its RUN.json sidecar.
 
 The first part runs on a synthetic corpus with the tiny random DistilBERT (seconds). The ``slow`` part reproduces
 the SciFact and TREC-DL numbers from the shared data (skipped when it is absent): the SciFact MiniLM index is
@@ -20,8 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from kd_pyserini.index import build_bm25_index, build_dense_index, main as index_main, read_metadata
-from kd_pyserini.search import (BM25_DEFAULT, Candidates, main as search_main, read_candidates, rerank,
-                                search_bm25, search_dense, search_hybrid)
+from kd_pyserini.cli.search import main as search_main
+from kd_pyserini.search import (BM25_DEFAULT, Bm25Searcher, Candidates, DenseSearcher, read_candidates, rerank,
+                                search_bm25, search_dense, search_hybrid, sidecar_latency)
 from kd_pyserini.trec_io import rank, read_run, write_run
 
 WORDS = ("protein cell cancer gene virus immune therapy brain heart blood study patients drug trial risk mouse "
@@ -128,6 +130,27 @@ def test_rerank_sources_agree_and_encode_each_passage_once(syn, tiny_distilbert_
         read_candidates(tmp_path / "cand.txt")
 
 
+def test_one_top1000_reader_for_search_and_validation(tmp_path):
+    from kd_pyserini.candidates import read_top1000
+    from kd_pyserini.train.validation import read_candidates as validation_candidates
+    from kd_pyserini.trec_io import FormatError
+
+    path = tmp_path / "top.tsv"
+    path.write_text("10\tp1\tq ten\tone\n10\tp2\tq ten\ttwo\n10\tp1\tq ten\tone\n2\tp2\tq two\ttwo\n")
+    top = read_top1000(path)
+    assert top.lists == {"10": ["p1", "p2"], "2": ["p2"]} and top.passages == {"p1": "one", "p2": "two"}
+    c = read_candidates(path, depth=1)  # kd_pyserini.search's view: a Candidates, file order as -rank scores
+    assert isinstance(c, Candidates) and c.run == {"10": {"p1": -1.0}, "2": {"p2": -1.0}}
+    assert c.queries == {"10": "q ten", "2": "q two"} and c.source["format"] == "top1000-tsv"
+    # training validation's view: (queries, lists, passages); topics restrict and allow 3-field rows
+    assert validation_candidates(path) == (top.queries, top.lists, top.passages)
+    (tmp_path / "three.tsv").write_text("10\tp1\tone\n2\tp2\ttwo\n")
+    q, lists, _ = validation_candidates(tmp_path / "three.tsv", {"2": "topic two"})
+    assert q == {"2": "topic two"} and lists == {"2": ["p2"]}
+    with pytest.raises(FormatError, match=r"three\.tsv:1: 3 tab-separated fields"):
+        read_top1000(tmp_path / "three.tsv")
+
+
 def test_hybrid_is_fusion_of_dense_and_bm25(syn, tiny_qe):
     from kd_pyserini.fusion import fuse
 
@@ -162,6 +185,11 @@ def test_cli_dense_run_sidecar_and_determinism(syn, tiny_distilbert_dir, tmp_pat
     assert side["params"]["hits"] == 50 and side["topics"]["num_queries"] == 26
     assert {"kd_pyserini", "pyserini", "torch", "faiss", "transformers"} <= side["versions"].keys()
     assert isinstance(side["command"], list) and side["evaluation"]["run"]["nDCG@10"] >= 0
+    # the latency contract: queries, search time (loaded models), whole command; read back by sidecar_latency
+    assert side["queries"] == 26 and 0 < side["search_seconds"] <= side["elapsed_seconds"]
+    ms, source = sidecar_latency(tmp_path / "a.txt")
+    assert ms == pytest.approx(1000 * side["search_seconds"] / 26) and "search time" in source
+    assert sidecar_latency(tmp_path / "missing.txt") == (None, None)
     # an --index alone means dense with the encoder its kd_pyserini.json names; same bytes again
     _cli(["--index", str(syn["dense"]), "--output", str(tmp_path / "b.txt"), "--run-tag", "mytag", *base])
     assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
@@ -170,6 +198,61 @@ def test_cli_dense_run_sidecar_and_determinism(syn, tiny_distilbert_dir, tmp_pat
           *base])
     first = (tmp_path / "c.tsv").read_text().splitlines()[0].split("\t")
     assert len(first) == 3 and first[2] == "1"
+    # the old --max-length still works for one release, with a warning, as --query-max-length
+    r = _cli(["--index", str(syn["dense"]), "--output", str(tmp_path / "d.txt"), "--no-eval", "--max-length", "8",
+              *base])
+    assert "--max-length is deprecated" in r.output
+    assert json.loads((tmp_path / "d.txt.json").read_text())["query_max_length"] == 8
+
+
+def test_held_open_searchers_match_batch_search(syn, tiny_qe, tiny_distilbert_dir):
+    from kd_pyserini.encoding import TextEncoder
+
+    enc = TextEncoder(str(tiny_distilbert_dir), device="cpu")
+    dense = DenseSearcher(syn["dense"], enc)
+    assert dense.card.model_id == str(tiny_distilbert_dir) and dense.query_max_length == 30
+    batch = dense.search_batch(syn["topics"], 10, progress=False)
+    assert batch == search_dense(syn["topics"], tiny_qe, syn["dense"], 10)
+    for qid, q in list(syn["topics"].items())[:5]:
+        v = dense.encode(q)
+        assert v.shape == (1, enc.dimension) and v.dtype == np.float32
+        np.testing.assert_allclose(v[0], enc.embed([q], 30)[0], rtol=1e-4, atol=1e-5)
+        one = dense.search(q, hits=10)
+        assert [d for d, _ in one] == list(batch[qid])
+        np.testing.assert_allclose([s for _, s in one], list(batch[qid].values()), rtol=1e-4, atol=1e-5)
+    lists = dense.search_vectors(dense.encode_batch(["kinase", "virus"]), 3)
+    assert len(lists) == 2 and all(len(x) == 3 for x in lists)
+    bm25 = Bm25Searcher(syn["bm25"])
+    runs = bm25.search_batch(syn["topics"], 20, progress=False)
+    assert runs == search_bm25(syn["topics"], syn["bm25"], 20)
+    for qid, q in syn["topics"].items():
+        assert dict(bm25.search(q, hits=20)) == runs[qid]
+
+
+def test_dense_search_runs_without_java(tmp_path, tiny_distilbert_dir):
+    """kd-search --mode dense must never start the JVM: with a JVM option that makes any start fail, it works."""
+    import subprocess
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "contents": f"{WORDS[i]} {WORDS[i + 1]}"}) + "\n"
+                              for i in range(20)))
+    index = build_dense_index(corpus, str(tiny_distilbert_dir), tmp_path / "dense", device="cpu", progress=False)
+    (tmp_path / "topics.tsv").write_text("1\tprotein cell\n2\tvirus immune\n")
+    (tmp_path / "qrels.txt").write_text("1 0 d0 1\n2 0 d4 1\n")
+    env = {**os.environ, "KD_PYSERINI_JVM_OPTIONS": "-XX:+NoSuchOption"}
+    cmd = [sys.executable, "-m", "kd_pyserini.cli.search", "--topics", str(tmp_path / "topics.tsv"), "--qrels",
+           str(tmp_path / "qrels.txt"), "--device", "cpu", "--hits", "5"]
+    r = subprocess.run([*cmd, "--mode", "dense", "--encoder", str(tiny_distilbert_dir), "--index", str(index),
+                        "-o", str(tmp_path / "run.txt")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(read_run(tmp_path / "run.txt")) == 2 and "nDCG@10" in r.stdout
+    side = json.loads((tmp_path / "run.txt.json").read_text())
+    assert side["queries"] == 2 and side["versions"]["java"] is None
+    # the poisoned JVM option does stop Lucene: the same environment cannot search BM25
+    bm25 = build_bm25_index(corpus, tmp_path / "bm25", progress=False)
+    r = subprocess.run([*cmd, "--mode", "bm25", "--index", str(bm25), "-o", str(tmp_path / "bm25.txt")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
 
 
 def test_cli_bm25_ties_in_trec_eval_order(syn, tmp_path):
@@ -212,7 +295,7 @@ def test_cli_rerank_and_hybrid(syn, tiny_distilbert_dir, tmp_path):
 def test_python_m_entry_points(tmp_path):
     import subprocess
 
-    for mod in ("kd_pyserini.index", "kd_pyserini.search"):
+    for mod in ("kd_pyserini.index", "kd_pyserini.search", "kd_pyserini.cli.search"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "Usage:" in r.stdout, r.stderr[-1000:]
 

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["KD_PYSERINI_DATA"] = str(Path(args.data).resolve())
     from kd_pyserini.evaluation import evaluate
     from kd_pyserini.fusion import fuse, tune
-    from kd_pyserini.index import build_bm25_index, build_dense_index, read_metadata
+    from kd_pyserini.index.bm25 import build_bm25_index
+    from kd_pyserini.index.dense import build_dense_index
+    from kd_pyserini.index.layout import read_metadata
     from kd_pyserini.resources import get_qrels
     from kd_pyserini.search import read_candidates, rerank, search_bm25, search_dense, write_sidecar
     from kd_pyserini.trec_io import read_run, write_run
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         enc = read_metadata(dense_dir)["encoding"]
         timings.append(("kd-index dense", dt, f"{enc['passages_per_second']} passages/s encoding"))
 
-    from kd_pyserini.encoders import get_query_encoder
+    from kd_pyserini.encoding import TextEncoder
 
-    qe = get_query_encoder(args.encoder, device=args.device)
+    qe = TextEncoder(args.encoder, device=args.device)  # queries and passages alike; no Pyserini adapter needed
     qrels = get_qrels("scifact")
     measures = ["nDCG@10", "R@100", "R@1000"]
     t = time.perf_counter()

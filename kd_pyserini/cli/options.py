@@ -92,6 +92,10 @@ class _KdMixin:
             return super().invoke(ctx)  # type: ignore[misc]
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: one line, the conventional status 130 (128 + SIGINT), no traceback
+            click.echo(f"{ctx.command_path}: interrupted; what was finished is kept (run the same command again to "
+                       "resume where it can)", err=True)
+            ctx.exit(130)
         except self.handled as e:
             raise click.ClickException(one_line(e)) from e
 

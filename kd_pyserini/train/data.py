@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -704,9 +704,3 @@ class Collator:
                      pos_scores=torch.tensor([t.pos_score for t in triples], dtype=torch.float32),
                      neg_scores=torch.tensor([t.neg_score for t in triples], dtype=torch.float32),
                      size=len(triples))
-
-
-def iter_batches(data: Sequence[Triple], order: np.ndarray, batch_size: int, start: int = 0) -> Iterator[list[Triple]]:
-    """Lists of triples for batches ``start, start + 1, ...`` of ``order``."""
-    for b in range(start, math.ceil(len(order) / batch_size)):
-        yield [data[int(i)] for i in order[b * batch_size:(b + 1) * batch_size]]

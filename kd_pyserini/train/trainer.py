@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from kd_pyserini.atomic import replace_dir
+from kd_pyserini.errors import KdError
 from kd_pyserini.progress import progress_bar, quiet_third_party
 from kd_pyserini.train.data import (Batch, Collator, TeacherData, epoch_order, load_teacher, num_batches)
 from kd_pyserini.train.in_batch_margin_mse import InBatchMarginMSELoss
@@ -58,7 +59,7 @@ _ORDER_KEYS = ("teacher", "seed", "batch_size", "grad_accum", "world_size", "tot
                "in_batch_weight", "precision")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(KdError, FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kd_pyserini.candidates import read_top1000
 from kd_pyserini.encoding.pooling import pad_batch
-from kd_pyserini.trec_io import FormatError, Qrels, open_text
+from kd_pyserini.trec_io import Qrels, qid_order
 
 __all__ = ["RerankValidator", "read_candidates"]
 
@@ -29,40 +30,14 @@ log = logging.getLogger(__name__)
 
 def read_candidates(path: str | os.PathLike, topics: dict[str, str] | None = None
                     ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
-    """Read a candidates file into ``(queries {qid: text}, candidates {qid: [pid...]}, passages {pid: text})``.
+    """Read a candidates file into ``(queries {qid: text}, candidates {qid: [pid...]}, passages {pid: text})``
+    (:func:`kd_pyserini.candidates.read_top1000`).
 
     Raises:
         FormatError: a row with the wrong number of fields, or a 3-field row without ``topics``.
     """
-    queries: dict[str, str] = {}
-    cands: dict[str, list[str]] = {}
-    passages: dict[str, str] = {}
-    seen: set[tuple[str, str]] = set()
-    with open_text(path) as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) == 4:
-                qid, pid, query, text = parts
-            elif len(parts) == 3 and topics is not None:
-                qid, pid, text = parts
-                query = topics.get(qid.strip(), "")
-            else:
-                raise FormatError(path, no, f"{len(parts)} tab-separated fields; expected 'qid<TAB>pid<TAB>query"
-                                            "<TAB>passage' (or 'qid<TAB>pid<TAB>passage' with --validation-topics)")
-            qid, pid = qid.strip(), pid.strip()
-            if topics is not None:
-                if qid not in topics:
-                    continue
-                query = topics[qid]
-            queries.setdefault(qid, query)
-            if (qid, pid) not in seen:
-                seen.add((qid, pid))
-                cands.setdefault(qid, []).append(pid)
-            passages.setdefault(pid, text)
-    return queries, cands, passages
+    top = read_top1000(path, topics, three_field_hint="--validation-topics")
+    return top.queries, top.lists, top.passages
 
 
 class RerankValidator:
@@ -86,7 +61,7 @@ class RerankValidator:
         if not isinstance(qrels, dict):
             qrels = get_qrels(qrels)
         queries, cands, passages = read_candidates(candidates, topics)
-        judged = sorted((q for q in cands if qrels.get(q)), key=lambda q: (0, int(q)) if q.isdigit() else (1, q))
+        judged = sorted((q for q in cands if qrels.get(q)), key=qid_order)
         if not judged:
             raise ValueError(f"none of the {len(cands)} queries in {candidates} has judgements in the qrels; check "
                              "that --validation-qrels matches --validation-candidates")

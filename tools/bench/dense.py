@@ -1,6 +1,6 @@
 """Dense search on a synthetic collection: flat, fp16 scalar quantisation, IVF-PQ and HNSW FAISS indexes built the
 way ``kd-index dense`` builds them (:func:`kd_pyserini.index.make_faiss_index`), searched the way ``kd-search``
-searches them (:func:`kd_pyserini.search._faiss_search`), against Pyserini's ``FaissSearcher`` on the flat index.
+searches them (:func:`kd_pyserini.search.faiss_search`), against Pyserini's ``FaissSearcher`` on the flat index.
 
 The collection: ``n`` x 768 float32 vectors from a fixed seed, clustered (2,000 Gaussian clusters, so approximate
 indexes face the kind of structure real embeddings have, not uniform noise); the queries come from the same
@@ -51,16 +51,16 @@ class Synthetic:
 
 def _faiss_search_fn():
     try:
-        from kd_pyserini.search import _faiss_search
+        from kd_pyserini.search import faiss_search
 
-        return _faiss_search, "kd_pyserini.search"
+        return faiss_search, "kd_pyserini.search"
     except ImportError:
         return None, "raw faiss (kd_pyserini.search not importable)"
 
 
 def _build(kind: str, data: Synthetic, n: int, **params: Any):
     """Build an index of the first ``n`` vectors; returns ``(index, describe, seconds, rss_delta_bytes)``."""
-    from kd_pyserini.index import IndexParams, make_faiss_index
+    from kd_pyserini.index.faiss_factory import IndexParams, make_faiss_index
 
     p = IndexParams(index_type=kind, **params)
     with PeakRSS() as m:

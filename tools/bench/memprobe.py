@@ -63,14 +63,14 @@ def _train(variant: str, model: str, triples: list[list[Any]], tmp: str) -> None
 
     data = [Triple(*t) for t in triples]
     if variant == "reference":
-        from .training import _reference_step
+        from .train_steps import reference_step
 
-        _measure(lambda: _reference_step(model, data, len(data) // 32 - 1))
+        _measure(lambda: reference_step(model, data, len(data) // 32 - 1))
         return
-    from .training import _Data, _kd_trainer
+    from .train_steps import Triples, kd_trainer
     from .common import Settings
 
-    _measure(lambda: _kd_trainer(Settings(), model, _Data(data), variant.split()[-1], len(data) // 32 - 1, tmp))
+    _measure(lambda: kd_trainer(Settings(), model, Triples(data), variant.split()[-1], len(data) // 32 - 1, tmp))
 
 
 def _measure(work) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import random
 import tempfile
-import time
 from typing import Any
 
-from .common import PeakRSS, Result, Settings, Skip, mib, need_data, tasb_model
+from .common import Result, Settings, Skip, mib, need_data, tasb_model
+from .memprobe import probe
+from .train_steps import Triples, kd_trainer, reference_step
 
 
 def _triples(s: Settings, n: int) -> list[Any]:
@@ -34,58 +35,6 @@ def _triples(s: Settings, n: int) -> list[Any]:
     return out[:n]
 
 
-class _Data(list):
-    """A list of triples with the ``describe()`` the trainer records."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "benchmark triples", "count": len(self)}
-
-
-def _kd_trainer(s: Settings, model: str, data: _Data, precision: str, steps: int, out: str) -> dict[str, Any]:
-    from kd_pyserini.train.trainer import MarginMSETrainer, TrainConfig
-
-    stamps: list[float] = []
-    cfg = TrainConfig(teacher="<in memory>", output=out, student=model, batch_size=32, max_steps=steps + 1,
-                      precision=precision, save_every=0, progress=False, log_every=1, device="cpu",
-                      cpu_threads=s.threads, warmup_steps=1)
-    trainer = MarginMSETrainer(cfg, data=data, on_step=lambda t: stamps.append(time.perf_counter()))
-    with PeakRSS() as m:
-        trainer.train()
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return {"triples_per_s": 32 * len(gaps) / sum(gaps), "step_s": sum(gaps) / len(gaps), "peak_rss": m.delta}
-
-
-def _reference_step(model: str, data: list[Any], steps: int) -> dict[str, Any]:
-    """The common hand-written Margin-MSE step: three forwards (q, pos, neg), padding='longest', fp32, AdamW."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    net = AutoModel.from_pretrained(model).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=7e-6)
-
-    def enc(texts: list[str], max_length: int) -> torch.Tensor:
-        b = tok(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="pt")
-        return net(**b).last_hidden_state[:, 0]
-
-    times = []
-    with PeakRSS() as m:
-        for i in range(steps + 1):
-            batch = data[i * 32:(i + 1) * 32]
-            t0 = time.perf_counter()
-            q = enc([t.query for t in batch], 30)
-            p = enc([t.pos for t in batch], 200)
-            n = enc([t.neg for t in batch], 200)
-            margin = torch.tensor([t.pos_score - t.neg_score for t in batch])
-            loss = torch.nn.functional.mse_loss((q * p).sum(-1) - (q * n).sum(-1), margin)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t0)
-    gaps = times[1:]
-    return {"triples_per_s": 32 * len(gaps) / sum(gaps), "step_s": sum(gaps) / len(gaps), "peak_rss": m.delta}
-
-
 def bench_training(s: Settings) -> Result:
     try:
         import kd_pyserini.train.trainer  # noqa: F401
@@ -94,19 +43,17 @@ def bench_training(s: Settings) -> Result:
     r = Result("training")
     model = str(tasb_model(s))
     steps = s.train_steps
-    data = _Data(_triples(s, 32 * (steps + 1)))
+    data = Triples(_triples(s, 32 * (steps + 1)))
     res: dict[str, dict[str, Any]] = {}
-    res["reference"] = _reference_step(model, list(data), steps)
+    res["reference"] = reference_step(model, list(data), steps)
     for prec in ("fp32", "bf16"):
         with tempfile.TemporaryDirectory(dir=s.cache_dir) as out:
-            res[prec] = _kd_trainer(s, model, data, prec, steps, out)
+            res[prec] = kd_trainer(s, model, data, prec, steps, out)
     ref = res["reference"]
     for prec in ("fp32", "bf16"):
         r.add(f"Margin-MSE triples/s, batch 32, kd trainer {prec}", res[prec]["triples_per_s"],
               ref["triples_per_s"], "triples/s", ours_label=f"kd {prec}")
     # memory: each variant alone in a fresh process (model + optimizer state + activations)
-    from .memprobe import probe
-
     payload = [[t.query, t.pos, t.neg, t.pos_score, t.neg_score] for t in data[:64]]
     mem = {} if s.quick else {v: probe("train", v, model, payload) for v in ("reference", "kd fp32", "kd bf16")}
     r.extra["memory_probe"] = mem

@@ -1,0 +1,46 @@
+"""Build and read kd_pyserini's indexes: dense FAISS indexes in Pyserini's layout, and Lucene BM25 indexes.
+
+The rooms:
+
+* :mod:`~kd_pyserini.index.layout` -- the index folder's contract, the read side and atomic install:
+  ``kd_pyserini.json``, :func:`read_metadata`, :func:`load_docids`, :func:`check_index_compatible`, the errors;
+* :mod:`~kd_pyserini.index.faiss_factory` -- FAISS index types (:class:`IndexParams`, :func:`make_faiss_index`,
+  :func:`bytes_per_vector`) and filling/writing an index from vector blocks;
+* :mod:`~kd_pyserini.index.chunks` -- the resumable chunk store ``OUTPUT.partial`` of a dense build;
+* :mod:`~kd_pyserini.index.dense` -- :func:`build_dense_index` (resumable, shardable; starts no Java);
+* :mod:`~kd_pyserini.index.merge` -- :func:`merge_dense_indexes` and :func:`convert_dense_index`;
+* :mod:`~kd_pyserini.index.bm25` -- :func:`build_bm25_index` (Lucene; the only room that imports Pyserini).
+
+The command line (``kd-index``, ``python -m kd_pyserini.index``) is :mod:`kd_pyserini.cli.index`; ``main`` is
+still importable from here (loaded on first access).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kd_pyserini.index.bm25 import DOCS_PER_FILE, build_bm25_index
+from kd_pyserini.index.chunks import CRASH_ENV
+from kd_pyserini.index.dense import DEFAULT_CHUNK_SIZE, build_dense_index, parse_shard, shard_range
+from kd_pyserini.index.faiss_factory import INDEX_TYPES, IndexParams, bytes_per_vector, make_faiss_index
+from kd_pyserini.index.layout import (BM25_FORMAT_NAME, FORMAT_NAME, METADATA_FILENAME, IncompatibleIndexError,
+                                      IndexBuildError, MissingMetadataError, check_index_compatible, index_info,
+                                      load_docids, package_versions, raw_contents, read_metadata)
+from kd_pyserini.index.merge import convert_dense_index, merge_dense_indexes
+
+__all__ = [
+    "METADATA_FILENAME", "INDEX_TYPES", "DEFAULT_CHUNK_SIZE", "IndexBuildError", "IncompatibleIndexError",
+    "IndexParams", "bytes_per_vector", "make_faiss_index", "build_dense_index", "merge_dense_indexes",
+    "convert_dense_index", "raw_contents",
+    "build_bm25_index", "read_metadata", "check_index_compatible", "package_versions", "parse_shard",
+    "shard_range", "load_docids", "main",
+    "MissingMetadataError", "index_info", "FORMAT_NAME", "BM25_FORMAT_NAME", "DOCS_PER_FILE", "CRASH_ENV",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "main":  # the kd-index click group; imported on demand so that the library does not need click
+        from kd_pyserini.cli.index import main
+
+        return main
+    raise AttributeError(f"module 'kd_pyserini.index' has no attribute {name!r}")

@@ -1,0 +1,48 @@
+"""Search with kd_pyserini: dense (FAISS), BM25 (Lucene), re-ranking and dense-sparse hybrids, with provenance.
+
+The library; the ``kd-search`` command is :mod:`kd_pyserini.cli.search` (``python -m kd_pyserini.cli.search``, or
+``python -m kd_pyserini.search``).
+
+* :mod:`~kd_pyserini.search.topics`: :class:`Topics`, :func:`resolve_topics`;
+* :mod:`~kd_pyserini.search.dense`: :class:`DenseSearcher` (held open, per query or per batch),
+  :func:`search_dense`, :func:`load_dense_index`, :func:`faiss_search`; no Pyserini, no Java;
+* :mod:`~kd_pyserini.search.bm25`: :class:`Bm25Searcher`, :func:`search_bm25`, :func:`bm25_candidates` (Lucene,
+  through Pyserini, imported when first used);
+* :mod:`~kd_pyserini.search.rerank`: :func:`read_candidates`, :func:`rerank` (bi-encoder re-ranking);
+* :mod:`~kd_pyserini.search.hybrid`: :func:`search_hybrid` (dense + BM25 fused by :mod:`kd_pyserini.fusion`);
+* :mod:`~kd_pyserini.search.sidecar`: the ``RUN.json`` a run gets (:func:`write_sidecar`) and the latency contract
+  (:func:`sidecar_latency`).
+
+The functions return runs ``{qid: {docid: score}}``; :func:`kd_pyserini.trec_io.write_run` writes them in trec_eval
+order (score descending, ties by docid descending).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kd_pyserini.candidates import Candidates
+from kd_pyserini.search.bm25 import BM25_DEFAULT, BM25_MSMARCO, Bm25Searcher, bm25_candidates, search_bm25
+from kd_pyserini.search.dense import (FAISS_QUERY_BLOCK, DenseSearcher, QueryEncoding, faiss_search,
+                                      load_dense_index, resolve_query_encoding, search_dense)
+from kd_pyserini.search.hybrid import FUSIONS, fuse_searchers, fusion_parameters, search_hybrid
+from kd_pyserini.search.rerank import read_candidates, rerank
+from kd_pyserini.search.sidecar import (DEFAULT_MEASURES, SearchTiming, evaluate_run, read_sidecar, sidecar_latency,
+                                        sidecar_path, write_sidecar)
+from kd_pyserini.search.topics import Topics, resolve_topics
+
+__all__ = ["MODES", "FUSIONS", "BM25_DEFAULT", "BM25_MSMARCO", "DEFAULT_MEASURES", "FAISS_QUERY_BLOCK", "Topics",
+           "resolve_topics", "load_dense_index", "faiss_search", "QueryEncoding", "resolve_query_encoding",
+           "DenseSearcher", "search_dense", "Bm25Searcher", "search_bm25", "bm25_candidates", "Candidates",
+           "read_candidates", "rerank", "fusion_parameters", "fuse_searchers", "search_hybrid", "evaluate_run",
+           "SearchTiming", "sidecar_path", "write_sidecar", "read_sidecar", "sidecar_latency", "main"]
+
+MODES = ("dense", "bm25", "rerank", "hybrid")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "main":  # the kd-search command, kept reachable here (click is imported only when asked for)
+        from kd_pyserini.cli.search import main
+
+        return main
+    raise AttributeError(f"module 'kd_pyserini.search' has no attribute {name!r}")
