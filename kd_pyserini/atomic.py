@@ -43,12 +43,23 @@ class atomic_write:
         return self.f
 
     def __exit__(self, exc_type, exc, tb):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
+        try:
+            self.f.close()  # may fail itself (a full disk flushes here)
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+                return False
+        except BaseException:
+            _unlink_quietly(self.tmp)
+            raise
+        _unlink_quietly(self.tmp)
         return False
+
+
+def _unlink_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def temp_dir_for(dest: str | os.PathLike, tag: str = "tmp") -> Path:

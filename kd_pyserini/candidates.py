@@ -6,12 +6,16 @@ A top1000-style file has one row per (query, candidate) in the first stage's ran
 query text then comes from the topics). :func:`read_top1000` returns a :class:`Top1000`, from which re-ranking
 (:func:`kd_pyserini.search.read_candidates`, a :class:`Candidates`) and training validation
 (:class:`kd_pyserini.train.validation.RerankValidator`) take what they need.
+
+Reading is strict: a row with the wrong number of fields or an empty qid/pid, bytes that are not UTF-8, and a
+truncated or corrupt ``.gz`` stop with a :class:`~kd_pyserini.trec_io.FormatError` naming ``file:line``. Files are
+opened by :func:`kd_pyserini.trec_io.open_text`; a UTF-8 byte-order mark at the start is dropped.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,12 +63,19 @@ class Top1000:
                           {"path": str(Path(self.path).resolve()), "format": "top1000-tsv"})
 
 
+def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line without its end)`` through :func:`~kd_pyserini.trec_io.open_text` (``.gz``, a leading
+    byte-order mark dropped, bytes that are not UTF-8 and broken gzip data raised as ``file:line`` errors)."""
+    with open_text(path) as f:
+        for no, line in enumerate(f, 1):
+            yield no, line.rstrip("\r\n")
+
+
 def is_top1000(path: str | os.PathLike) -> bool:
     """Whether the first non-empty line of ``path`` has the four fields of a top1000-style row."""
-    with open_text(path) as f:
-        for line in f:
-            if line.strip():
-                return len(line.rstrip("\r\n").split("\t")) == 4
+    for _, line in _lines(path):
+        if line.strip():
+            return len(line.split("\t")) == 4
     return False
 
 
@@ -79,32 +90,33 @@ def read_top1000(path: str | os.PathLike, topics: Mapping[str, str] | None = Non
         three_field_hint: how the error message names ``topics`` (e.g. ``--validation-topics``).
 
     Raises:
-        FormatError: a row with the wrong number of fields (``file:line``), or a 3-field row without ``topics``.
+        FormatError: a row with the wrong number of fields or an empty qid/pid (``file:line``), a 3-field row
+            without ``topics``, text that is not UTF-8, a truncated ``.gz``.
     """
     out = Top1000(path=str(path))
     seen: set[tuple[str, str]] = set()
-    with open_text(path) as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+    expected = f"expected 'qid<TAB>pid<TAB>query<TAB>passage' (or 'qid<TAB>pid<TAB>passage' with {three_field_hint})"
+    for no, line in _lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) == 4:
+            qid, pid, query, text = parts
+        elif len(parts) == 3 and topics is not None:
+            qid, pid, text = parts
+            query = ""
+        else:
+            raise FormatError(path, no, f"{len(parts)} tab-separated fields; {expected}")
+        qid, pid = qid.strip(), pid.strip()
+        if not qid or not pid:
+            raise FormatError(path, no, f"empty {'qid' if not qid else 'pid'}; {expected}")
+        if topics is not None:
+            if qid not in topics:
                 continue
-            parts = line.split("\t")
-            if len(parts) == 4:
-                qid, pid, query, text = parts
-            elif len(parts) == 3 and topics is not None:
-                qid, pid, text = parts
-                query = ""
-            else:
-                raise FormatError(path, no, f"{len(parts)} tab-separated fields; expected 'qid<TAB>pid<TAB>query"
-                                            f"<TAB>passage' (or 'qid<TAB>pid<TAB>passage' with {three_field_hint})")
-            qid, pid = qid.strip(), pid.strip()
-            if topics is not None:
-                if qid not in topics:
-                    continue
-                query = topics[qid]
-            out.queries.setdefault(qid, query)
-            if (qid, pid) not in seen:
-                seen.add((qid, pid))
-                out.lists.setdefault(qid, []).append(pid)
-            out.passages.setdefault(pid, text)
+            query = topics[qid]
+        out.queries.setdefault(qid, query)
+        if (qid, pid) not in seen:
+            seen.add((qid, pid))
+            out.lists.setdefault(qid, []).append(pid)
+        out.passages.setdefault(pid, text)
     return out

@@ -5,6 +5,11 @@ Cards are small TOML files in the top-level ``encoders/`` folder, shipped in the
 (``sebastian-hofstaetter/distilbert-dot-tas_b-b256-msmarco``) or a local model directory. A directory may carry its
 own card as ``kd_pyserini_card.toml`` (``kd-train`` writes one); a directory without one gets CLS pooling and dot
 product, and :attr:`EncoderCard.note` says so.
+
+Re-rankers (cross-encoders, ``kind = "cross-encoder"`` in their TOML) have their own card type,
+:class:`CrossEncoderCard`, resolved by :func:`get_cross_encoder_card` (listed by :func:`list_cross_encoder_cards`);
+:func:`get_card` and :func:`list_cards` stay bi-encoder only. :func:`resolve_any_card` takes either kind (a teacher
+may be a cross-encoder or a bi-encoder).
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from typing import Any
 
 from kd_pyserini.errors import KdError
 
-__all__ = ["EncoderCard", "UnknownEncoderError", "get_card", "list_cards", "CARD_FILENAME", "write_card"]
+__all__ = ["EncoderCard", "UnknownEncoderError", "get_card", "list_cards", "CARD_FILENAME", "write_card",
+           "CARD_KINDS", "CROSS_ENCODER_FAMILIES", "CrossEncoderCard", "UnknownRerankerError",
+           "get_cross_encoder_card", "list_cross_encoder_cards", "resolve_any_card"]
 
 log = logging.getLogger(__name__)
 CARD_FILENAME = "kd_pyserini_card.toml"
 POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
+#: ``kind`` of a card TOML: bi-encoders (:class:`EncoderCard`, the default) and re-rankers (:class:`CrossEncoderCard`).
+CARD_KINDS = ("bi-encoder", "cross-encoder")
 
 
 class UnknownEncoderError(KdError, ValueError):
@@ -76,6 +85,11 @@ class EncoderCard:
         """Whether vectors are L2-normalised (cosine similarity)."""
         return self.similarity == "cosine"
 
+    @property
+    def kind(self) -> str:
+        """``bi-encoder`` (queries and passages encoded apart; :class:`CrossEncoderCard` says ``cross-encoder``)."""
+        return "bi-encoder"
+
     def model_location(self) -> str:
         """Where to load the weights from: an installed package's folder if any, else ``model_id``."""
         if self.local_package and find_spec(self.local_package) is not None:
@@ -111,7 +125,10 @@ def list_cards() -> dict[str, EncoderCard]:
     out: dict[str, EncoderCard] = {}
     for entry in resources.files("kd_pyserini._cards").iterdir():
         if entry.name.endswith(".toml"):
-            card = _from_mapping(tomllib.loads(entry.read_text(encoding="utf-8")))
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            if data.get("kind", "bi-encoder") != "bi-encoder":  # re-rankers: list_cross_encoder_cards()
+                continue
+            card = _from_mapping(data)
             out[card.name] = card
     return out
 
@@ -179,6 +196,9 @@ def get_card(name_or_path: str | EncoderCard) -> EncoderCard:
         return card
     path = Path(name).expanduser()
     if path.is_dir():
+        if _never_a_bi_encoder(path):
+            raise UnknownEncoderError(f"{path} holds a cross-encoder (re-ranker), not a bi-encoder: use it with "
+                                      "'kd-search --reranker' or 'kd-teacher score --teacher'")
         card = _card_for_directory(path)
         if card.note:
             log.warning(card.note)
@@ -186,6 +206,10 @@ def get_card(name_or_path: str | EncoderCard) -> EncoderCard:
     if _looks_like_path(name):
         raise FileNotFoundError(f"model directory {name} does not exist; fix the path, or use one of the encoder "
                                 f"names: {', '.join(_known_names())}")
+    cross = _cross_lookup(name)
+    if cross is not None:
+        raise UnknownEncoderError(f"{name!r} is a cross-encoder (re-ranker) card, not a bi-encoder: use it with "
+                                  "'kd-search --reranker' or 'kd-teacher score --teacher'")
     if name.count("/") == 1 and " " not in name:
         return EncoderCard(name=name, model_id=name,
                            note=f"{name} has no kd_pyserini card: assuming BERT_Dot (CLS pooling, dot product)")
@@ -212,3 +236,222 @@ def write_card(card: EncoderCard, directory: str | Path) -> Path:
     out = Path(directory) / CARD_FILENAME
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Re-rankers (cross-encoders)
+# ------------------------------------------------------------------------------------------------------------------
+
+#: ``sequence-classification``: a Hugging Face ``*ForSequenceClassification`` checkpoint with one label (e.g.
+#: ``cross-encoder/ms-marco-MiniLM-L6-v2``); ``bert-cat``: Hofstätter's matchmaker ``BERT_Cat`` layout (config
+#: ``model_type: "BERT_Cat"`` and ``bert_model``; weights ``bert_model.*`` and ``_classification_layer.*``).
+CROSS_ENCODER_FAMILIES = ("sequence-classification", "bert-cat")
+
+
+class UnknownRerankerError(KdError, ValueError):
+    """The re-ranker name is neither a cross-encoder card, a hub id, nor a cross-encoder model directory."""
+
+
+@dataclass(frozen=True)
+class CrossEncoderCard:
+    """A re-ranker: query and passage read together as ``[CLS] query [SEP] passage [SEP]``, score = one logit.
+
+    Attributes:
+        name: the card's name (``distilbert-cat-margin-mse``).
+        model_id: hub id or local directory of the weights.
+        family: one of :data:`CROSS_ENCODER_FAMILIES`.
+        max_length: tokens of the whole pair, special tokens included; longer pairs are cut the way the Hugging Face
+            tokenizer cuts a pair with ``truncation=True`` (``longest_first``: tokens come off the longer text).
+        tokenizer: where the tokenizer comes from when the weights folder has none (BERT_Cat: its base model).
+        architecture, aliases, local_package, published, note: as for :class:`EncoderCard`.
+    """
+
+    name: str
+    model_id: str
+    family: str = "sequence-classification"
+    max_length: int = 512
+    tokenizer: str | None = None
+    architecture: str | None = None
+    aliases: tuple[str, ...] = ()
+    local_package: str | None = None
+    published: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in CROSS_ENCODER_FAMILIES:
+            raise ValueError(f"card {self.name}: family {self.family!r} is not one of {CROSS_ENCODER_FAMILIES}")
+        if self.max_length < 4:
+            raise ValueError(f"card {self.name}: max_length {self.max_length} is too small for a query-passage pair")
+
+    @property
+    def kind(self) -> str:
+        return "cross-encoder"
+
+    model_location = EncoderCard.model_location
+
+    def describe(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["aliases"] = list(self.aliases)
+        d["kind"] = self.kind
+        return d
+
+    def replace(self, **changes: Any) -> "CrossEncoderCard":
+        return dataclasses.replace(self, **changes)
+
+
+def _cross_from_mapping(data: dict[str, Any], **extra: Any) -> CrossEncoderCard:
+    known = {f.name for f in dataclasses.fields(CrossEncoderCard)}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    kwargs["aliases"] = tuple(kwargs.get("aliases", ()))
+    kwargs.update(extra)
+    return CrossEncoderCard(**kwargs)
+
+
+@cache
+def list_cross_encoder_cards() -> dict[str, CrossEncoderCard]:
+    """All shipped re-ranker cards by name."""
+    out: dict[str, CrossEncoderCard] = {}
+    for entry in resources.files("kd_pyserini._cards").iterdir():
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            if data.get("kind") == "cross-encoder":
+                card = _cross_from_mapping(data)
+                out[card.name] = card
+    return out
+
+
+def _cross_lookup(name: str) -> CrossEncoderCard | None:
+    key = name.strip().lower()
+    for card in list_cross_encoder_cards().values():
+        if key == card.name.lower() or key in (a.lower() for a in card.aliases) or key == card.model_id.lower():
+            return card
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cross_encoder_directory(path: Path) -> str | None:
+    """The cross-encoder family of a model folder (its own card, a BERT_Cat or a one-label sequence-classification
+    config), or ``None`` when the folder does not look like a re-ranker."""
+    own = path / CARD_FILENAME
+    if own.is_file():
+        data = tomllib.loads(own.read_text(encoding="utf-8"))
+        if data.get("kind") == "cross-encoder":
+            return data.get("family", "sequence-classification")
+        return None
+    cfg = _read_json(path / "config.json")
+    if str(cfg.get("model_type", "")).lower() == "bert_cat":
+        return "bert-cat"
+    if any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or ()):
+        return "sequence-classification"
+    return None
+
+
+def _never_a_bi_encoder(path: Path) -> bool:
+    """A folder that cannot be read as a bi-encoder: a BERT_Cat checkpoint, or a card saying ``cross-encoder``."""
+    own = path / CARD_FILENAME
+    if own.is_file():
+        return tomllib.loads(own.read_text(encoding="utf-8")).get("kind") == "cross-encoder"
+    return str(_read_json(path / "config.json").get("model_type", "")).lower() == "bert_cat"
+
+
+def _cross_card_for_directory(path: Path, family: str) -> CrossEncoderCard:
+    own = path / CARD_FILENAME
+    if own.is_file():
+        data = tomllib.loads(own.read_text(encoding="utf-8"))
+        data.setdefault("name", path.name)
+        return _cross_from_mapping(data, model_id=str(path))
+    cfg = _read_json(path / "config.json")
+    limit = int(cfg.get("max_position_embeddings") or 512)
+    if family == "bert-cat":
+        base = str(cfg.get("bert_model") or "")
+        return CrossEncoderCard(name=path.name, model_id=str(path), family=family, max_length=min(512, limit),
+                                tokenizer=base or None, architecture=base.rsplit("/", 1)[-1].split("-")[0] or None,
+                                note=f"no kd_pyserini card in {path}: BERT_Cat checkpoint, pairs cut at "
+                                     f"{min(512, limit)} tokens; add a kd_pyserini_card.toml (kind = "
+                                     "\"cross-encoder\", max_length = ...) to change that")
+    st = _read_json(path / "sentence_bert_config.json")
+    max_length = int(st.get("max_seq_length") or min(512, limit))
+    return CrossEncoderCard(name=path.name, model_id=str(path), family=family, max_length=max_length,
+                            architecture=cfg.get("model_type"),
+                            note=f"no kd_pyserini card in {path}: sequence-classification cross-encoder, pairs cut at "
+                                 f"{max_length} tokens")
+
+
+def _known_cross_names() -> list[str]:
+    return sorted(c.name + (f" ({', '.join(c.aliases)})" if c.aliases else "")
+                  for c in list_cross_encoder_cards().values())
+
+
+def get_cross_encoder_card(name_or_path: str | CrossEncoderCard) -> CrossEncoderCard:
+    """Resolve a re-ranker name, hub id or local directory to its card.
+
+    Unknown hub ids are taken as one-label sequence-classification checkpoints (``note`` says so; loading checks that
+    the checkpoint really has a trained one-logit head).
+
+    Raises:
+        UnknownRerankerError: a bi-encoder card or folder, or a name that is none of the above.
+        FileNotFoundError: it looks like a path but does not exist.
+    """
+    if isinstance(name_or_path, CrossEncoderCard):
+        return name_or_path
+    if isinstance(name_or_path, EncoderCard):
+        raise UnknownRerankerError(f"{name_or_path.name} is a bi-encoder card, not a re-ranker")
+    name = str(name_or_path)
+    card = _cross_lookup(name)
+    if card is not None:
+        return card
+    path = Path(name).expanduser()
+    if path.is_dir():
+        family = _cross_encoder_directory(path)
+        if family is None:
+            raise UnknownRerankerError(f"{path} is not a cross-encoder folder (no kd_pyserini card with kind = "
+                                       "\"cross-encoder\", no BERT_Cat config, no *ForSequenceClassification "
+                                       "architecture); a bi-encoder re-ranks with 'kd-search --mode rerank --encoder'")
+        card = _cross_card_for_directory(path, family)
+        if card.note:
+            log.warning(card.note)
+        return card
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"model directory {name} does not exist; fix the path, or use one of the re-ranker "
+                                f"names: {', '.join(_known_cross_names())}")
+    if _lookup(name) is not None:
+        raise UnknownRerankerError(f"{name!r} is a bi-encoder card, not a re-ranker: re-rank with it through "
+                                   f"'--encoder {name}'; re-rankers: {', '.join(_known_cross_names())}")
+    if name.count("/") == 1 and " " not in name:
+        return CrossEncoderCard(name=name, model_id=name,
+                                note=f"{name} has no kd_pyserini card: assuming a one-label sequence-classification "
+                                     "cross-encoder, pairs cut at 512 tokens")
+    raise UnknownRerankerError(f"unknown re-ranker {name!r}; known re-rankers: {', '.join(_known_cross_names())} "
+                               "(or give a Hugging Face hub id 'owner/model' or a local model directory)")
+
+
+def resolve_any_card(name_or_path: str | EncoderCard | CrossEncoderCard) -> EncoderCard | CrossEncoderCard:
+    """A card of either kind: re-ranker cards and folders first, then bi-encoder cards and folders; an unknown hub
+    id is taken as a cross-encoder (what a distillation teacher usually is).
+
+    Raises:
+        UnknownEncoderError: neither kind knows the name (the message lists both kinds' names).
+    """
+    if isinstance(name_or_path, (EncoderCard, CrossEncoderCard)):
+        return name_or_path
+    name = str(name_or_path)
+    card: EncoderCard | CrossEncoderCard | None = _cross_lookup(name) or _lookup(name)
+    if card is not None:
+        return card
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return get_cross_encoder_card(name) if _cross_encoder_directory(path) else get_card(name)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"model directory {name} does not exist; fix the path, or use a card name: "
+                                f"{', '.join(_known_names() + _known_cross_names())}")
+    if name.count("/") == 1 and " " not in name:
+        return get_cross_encoder_card(name)
+    raise UnknownEncoderError(f"unknown model {name!r}; re-rankers: {', '.join(_known_cross_names())}; bi-encoders: "
+                              f"{', '.join(_known_names())} (or a hub id 'owner/model' or a local model directory)")

@@ -7,8 +7,9 @@ Formats (``.gz`` accepted for all, detected from the first line unless given):
   Pyserini's BEIR "flat" indexes and its ``AutoDocumentEncoder`` join them;
 * ``tsv`` — MS MARCO ``collection.tsv``: ``pid<TAB>text``.
 
-A folder of such files is read file by file in name order. Bad lines raise :class:`kd_pyserini.trec_io.FormatError`
-with file and line; a repeated id raises :class:`DuplicateIdError`.
+A folder of such files is read file by file in name order, through :func:`kd_pyserini.trec_io.open_text` (UTF-8, a
+leading byte-order mark dropped, a byte that is not UTF-8 a ``file:line`` error). Bad lines raise
+:class:`kd_pyserini.trec_io.FormatError` with file and line; a repeated id raises :class:`DuplicateIdError`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
+from kd_pyserini import pyserini_compat
 from kd_pyserini.cards import EncoderCard, get_card
 from kd_pyserini.encoding import TextEncoder, resolve_device
 
@@ -26,7 +27,9 @@ class KDQueryEncoder(QueryEncoder):
     """A Pyserini ``QueryEncoder`` for a kd_pyserini card (BERT_Dot by default).
 
     Accepts the keyword arguments Pyserini's ``search.faiss`` passes (``encoder_dir``, ``tokenizer_name``,
-    ``device``, ``prefix``, ``fp16``...), so Pyserini can build it from ``--encoder``.
+    ``device``, ``prefix``, ``fp16``...), so Pyserini can build it from ``--encoder``. Pre-encoded queries: a folder
+    as ``encoded_query_dir`` (Pyserini 1.6's name) or ``encoded_queries_dir`` (2.x's, which 2.x's
+    ``QueryEncoder.load_encoded_queries`` passes).
 
     Args:
         encoder_dir: card name, hub id or model directory (Pyserini's name for it).
@@ -43,7 +46,8 @@ class KDQueryEncoder(QueryEncoder):
                  max_length: int | None = None, prefix: str | None = None, fp16: bool = False,
                  batch_size: int = 64, encoder: TextEncoder | None = None, threads: int | None = None,
                  **kwargs: Any):
-        super().__init__(encoded_query_dir)
+        encoded_query_dir = pyserini_compat.pop_encoded_queries_dir(kwargs, encoded_query_dir)
+        super().__init__(encoded_query_dir)  # positional: the keyword differs between Pyserini 1.6 and 2.x
         if fp16 and precision == "fp32":
             precision = "fp16" if resolve_device(device).type == "cuda" else "bf16"
         if encoder is None and encoder_dir is not None:
@@ -51,7 +55,7 @@ class KDQueryEncoder(QueryEncoder):
                                   threads=threads)
         self.encoder = encoder
         self.has_model = encoder is not None
-        if not self.has_model and not self.has_encoded_query:
+        if not self.has_model and not pyserini_compat.has_encoded_queries(self):
             raise ValueError("KDQueryEncoder needs an encoder (name, hub id or directory) or encoded queries")
         self.card = encoder.card if encoder else None
         self.max_length = max_length or (self.card.query_max_length if self.card else None)
@@ -148,8 +152,7 @@ def register_with_pyserini(extra_keys: Sequence[str] = ()) -> None:
     ``pyserini.search.faiss`` also uses), so they win Pyserini's substring match. ``extra_keys`` (e.g. a full model
     path) are put first too, so a path that merely contains ``ance`` or ``dpr`` reaches our class.
     """
-    import pyserini.encode as penc
-
+    query_map, document_map = pyserini_compat.encoder_class_maps()
     for key in (*PYSERINI_KEYS, *extra_keys):
-        _prepend(penc.query_encoder_class_map, key.lower(), KDQueryEncoder)
-        _prepend(penc.document_encoder_class_map, key.lower(), KDDocumentEncoder)
+        _prepend(query_map, key.lower(), KDQueryEncoder)
+        _prepend(document_map, key.lower(), KDDocumentEncoder)

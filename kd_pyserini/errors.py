@@ -21,8 +21,12 @@ class UsageError(KdError, ValueError):
 
 
 def one_line(error: BaseException) -> str:
-    """The message of ``error`` on one line (first line, quotes from ``KeyError`` stripped)."""
-    text = str(error).strip().strip("'\"")
+    """The message of ``error`` on one line (its first line; a ``KeyError``'s message without the quotes ``str``
+    adds around it)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = str(error.args[0]).strip()
+    else:
+        text = str(error).strip()
     if not text:
         return type(error).__name__
     first = text.splitlines()[0]

@@ -253,6 +253,7 @@ def evaluate_per_query(run: Mapping[str, Mapping[str, float]], qrels: Mapping[st
     meas = parse_measures(measures)
     if not qrels:
         raise ValueError("the qrels are empty: nothing to evaluate against")
+    _check_finite(run)
     import pytrec_eval
 
     qrels_pt = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
@@ -269,6 +270,15 @@ def evaluate_per_query(run: Mapping[str, Mapping[str, float]], qrels: Mapping[st
             key = m._key
             out[str(m)] = {qid: float(res.get(qid, {}).get(key, 0.0)) for qid in qrels_pt}
     return out
+
+
+def _check_finite(run: Mapping[str, Mapping[str, float]]) -> None:
+    """Refuse NaN and infinite scores: the rank order, hence every measure, would be undefined."""
+    for qid, docs in run.items():
+        for docid, score in docs.items():
+            if not math.isfinite(score):
+                raise ValueError(f"query {qid}, document {docid}: score {score} is not a finite number; the ranking "
+                                 "(and every measure) would be undefined: fix the scores")
 
 
 def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
@@ -403,8 +413,15 @@ def check_inputs(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     )
 
 
-def read_run_checked(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, int]]) -> tuple[Run, InputWarnings]:
+def read_run_checked(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, int]],
+                     duplicates: str = "warn") -> tuple[Run, InputWarnings]:
     """Read a run file and check it against the qrels.
+
+    Args:
+        path: the run file.
+        qrels: ``{qid: {docid: grade}}``.
+        duplicates: ``"warn"`` (keep the first of a repeated (qid, docid), counted in the warnings) or ``"error"``
+            (refuse the run, as trec_eval does; what kd-eval uses), see :func:`kd_pyserini.trec_io.read_run`.
 
     Returns:
         ``(run, warnings)``.
@@ -413,7 +430,7 @@ def read_run_checked(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, i
         kd_pyserini.trec_io.FormatError: a malformed line (the message is ``file:line: ...``).
     """
     rw = RunWarnings()
-    run = read_run(path, warnings=rw)
+    run = read_run(path, warnings=rw, duplicates=duplicates)
     return run, check_inputs(run, qrels, read_warnings=rw, source=str(path))
 
 

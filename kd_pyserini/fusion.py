@@ -1,6 +1,8 @@
 """Fusion of retrieval runs: dense-sparse interpolation, RRF, CombSUM and CombMNZ, plus grid-search tuning.
 
 All functions are pure: they take runs ``{qid: {docid: score}}`` and return a new run, never modifying their inputs.
+Scores in and out are finite: a NaN or infinite input score, or a fused score that overflows, raises ``ValueError``
+(a NaN has no rank order, and trec_eval would rank it arbitrarily).
 Every fused query is ranked the way trec_eval ranks (score descending, ties by docid descending, see
 :func:`kd_pyserini.trec_io.rank`), truncated to the top ``k`` (default 1000) and returned as a dict whose insertion
 order *is* that ranking, so the output is deterministic, tie order included. Queries appear in first-seen order over
@@ -47,6 +49,26 @@ def _top(docs: Mapping[str, float], k: int | None) -> dict[str, float]:
 def _qids(runs: Sequence[Mapping[str, Scores]]) -> list[str]:
     """The union of query ids, in first-seen order (deterministic for given inputs)."""
     return list(dict.fromkeys(q for run in runs for q in run))
+
+
+def _check_inputs(runs: Sequence[Mapping[str, Scores]], method: str) -> None:
+    """Refuse NaN and infinite input scores: they have no rank order and poison every sum they enter."""
+    for i, run in enumerate(runs, 1):
+        for qid, docs in run.items():
+            for docid, score in docs.items():
+                if not math.isfinite(score):
+                    raise ValueError(f"{method}: run {i}, query {qid}, document {docid}: score {score} is not a "
+                                     "finite number; fix the run (fusion needs finite scores)")
+
+
+def _check_output(run: Run, method: str) -> Run:
+    """Refuse to return a fused score that is not finite (e.g. an overflow of huge input scores)."""
+    for qid, docs in run.items():
+        for docid, score in docs.items():
+            if not math.isfinite(score):
+                raise ValueError(f"{method}: the fused score of query {qid}, document {docid} is {score} (the input "
+                                 "scores overflow a double?); rescale the runs' scores or use --method rrf")
+    return run
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -190,10 +212,11 @@ def interpolate(sparse: Mapping[str, Scores], dense: Mapping[str, Scores], alpha
     Returns:
         The fused run, each query in trec_eval order and cut to ``k``.
     """
+    _check_inputs([sparse, dense], "interpolation")
     empty: dict[str, float] = {}
-    return {qid: _top(_hybrid_query(sparse.get(qid, empty), dense.get(qid, empty), alpha, normalize,
-                                    weight_on_dense), k)
-            for qid in _qids([sparse, dense])}
+    return _check_output({qid: _top(_hybrid_query(sparse.get(qid, empty), dense.get(qid, empty), alpha, normalize,
+                                                  weight_on_dense), k)
+                          for qid in _qids([sparse, dense])}, "interpolation")
 
 
 # -------------------------------------------------------------------------------------------------------------- RRF
@@ -217,6 +240,7 @@ def rrf(runs: Sequence[Mapping[str, Scores]], k: float = 60, weights: Sequence[f
     """
     if not runs:
         raise ValueError("rrf needs at least one run")
+    _check_inputs(runs, "rrf")
     ws = _weights(weights, len(runs))
     out: Run = {}
     for qid in _qids(runs):
@@ -225,7 +249,7 @@ def rrf(runs: Sequence[Mapping[str, Scores]], k: float = 60, weights: Sequence[f
             for r, (doc, _) in enumerate(rank(run.get(qid, {})), 1):
                 fused[doc] = fused.get(doc, 0.0) + w / (k + r)
         out[qid] = _top(fused, cutoff)
-    return out
+    return _check_output(out, "rrf")
 
 
 # ------------------------------------------------------------------------------------------------ CombSUM / CombMNZ
@@ -234,6 +258,8 @@ def _comb(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None,
           mnz: bool) -> Run:
     if not runs:
         raise ValueError("fusion needs at least one run")
+    name = "combmnz" if mnz else "combsum"
+    _check_inputs(runs, name)
     ws = _weights(weights, len(runs))
     normed = [normalize(run, norm) for run in runs]
     out: Run = {}
@@ -247,7 +273,7 @@ def _comb(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None,
         if mnz:
             fused = {doc: s * hits[doc] for doc, s in fused.items()}
         out[qid] = _top(fused, k)
-    return out
+    return _check_output(out, name)
 
 
 def comb_sum(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None = None, norm: str = "minmax",

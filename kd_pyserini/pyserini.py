@@ -10,6 +10,10 @@ The module may be given with or without the ``pyserini.`` prefix. Before it runs
 when X is one of our cards (name, alias or hub id) or a local model directory whose architecture does not fit the
 class Pyserini's substring match would choose (a path that merely contains ``ance``, ``dpr`` or ``dse``), X itself is
 registered first in Pyserini's encoder maps, so it reaches our encoder class.
+
+Topic and qrels names (``--topics dl19-passage``, ``eval.trec_eval ... dl19-passage RUN``; kd's aliases such as
+``trec-dl-19`` too) resolve from ``$KD_PYSERINI_DATA/topics-and-qrels`` and Pyserini's cache before any download, on
+Pyserini 1.6 and 2.x, and offline (:mod:`kd_pyserini.pyserini_compat`).
 """
 
 from __future__ import annotations
@@ -57,9 +61,9 @@ def route_encoder(encoder: str) -> bool:
         return False
     if (path / CARD_FILENAME).is_file():
         return True
-    import pyserini.encode as penc
+    from kd_pyserini.pyserini_compat import encoder_class_maps
 
-    keyword = next((k for k in penc.query_encoder_class_map if k in encoder.lower()), None)
+    keyword = next((k for k in encoder_class_maps()[0] if k in encoder.lower()), None)
     if keyword not in _CLASS_MODEL_TYPES:
         return False
     cfg = path / "config.json"
@@ -73,8 +77,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__.strip())
         raise SystemExit(0 if argv else 2)
     module = argv[0] if argv[0].startswith("pyserini.") else f"pyserini.{argv[0]}"
-    from kd_pyserini.encoders import register_with_pyserini
+    from kd_pyserini.encoders import register_with_pyserini  # imports pyserini: starts the JVM
+    from kd_pyserini.pyserini_compat import install_local_topics_and_qrels
+    from kd_pyserini.resources import BENCHMARKS
 
+    # kd's aliases as names for Pyserini's CLIs too (one name maps to one file: topics and qrels separately).
+    install_local_topics_and_qrels(aliases={a: b.topics_file for b in BENCHMARKS.values() for a in b.aliases})
+    install_local_topics_and_qrels(aliases={a: b.qrels_file for b in BENCHMARKS.values() for a in b.aliases})
     encoder = _option(argv[1:], "--encoder")
     register_with_pyserini(extra_keys=[encoder] if encoder and _option(argv[1:], "--encoder-class") is None
                            and route_encoder(encoder) else [])

@@ -6,8 +6,11 @@ reproduction, the command-line help): each entry has its short name (``trec-dl-1
 
 Search order for a named resource:
 1. ``$KD_PYSERINI_DATA/topics-and-qrels/<file>`` (the data directory; CI points it at ``../shared/data``);
-2. Pyserini's cache: ``$PYSERINI_CACHE`` or ``~/.cache/pyserini``, sub-folder ``topics-and-qrels``;
-3. Pyserini's online download (``pyserini.search.get_topics`` / ``get_qrels_file``), last.
+2. Pyserini's cache (:func:`pyserini_cache`: ``$PYSERINI_CACHE`` or ``~/.cache/pyserini``; on Pyserini 2.x also
+   ``./.cache/pyserini`` when ``./.cache`` exists), sub-folder ``topics-and-qrels`` (1.6 and Anserini), then 2.x's
+   ``topics`` / ``qrels``;
+3. Pyserini's own loader (``pyserini.search.get_topics`` / ``get_qrels_file``), last: it too reads the local folders
+   first (:mod:`kd_pyserini.pyserini_compat`), then downloads.
 
 A missing resource raises :class:`ResourceNotFound`, naming every place it looked and how to supply it.
 """
@@ -80,17 +83,22 @@ def canonical(name: str) -> Benchmark | None:
 
 
 def pyserini_cache() -> Path:
-    """Pyserini's cache folder: ``$PYSERINI_CACHE`` or ``~/.cache/pyserini``."""
-    custom = os.environ.get("PYSERINI_CACHE")
-    return Path(custom) if custom else Path.home() / ".cache" / "pyserini"
+    """Pyserini's cache folder, as the installed Pyserini computes it (``$PYSERINI_CACHE`` or ``~/.cache/pyserini``;
+    2.x: ``./.cache/pyserini`` when ``./.cache`` exists): the one place every part of kd_pyserini asks."""
+    from kd_pyserini.pyserini_compat import pyserini_cache_home
+
+    return pyserini_cache_home()
 
 
 def _local_candidates(filename: str) -> list[Path]:
+    from kd_pyserini.pyserini_compat import pyserini_cache_dirs
+
     out = []
     d = data_dir()
     if d is not None:
         out.append(d / "topics-and-qrels" / filename)
-    out.append(pyserini_cache() / "topics-and-qrels" / filename)
+    kind = "qrels" if filename.startswith("qrels.") else "topics"
+    out.extend(folder / filename for folder in pyserini_cache_dirs(kind))
     return out
 
 

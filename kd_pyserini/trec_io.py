@@ -1,7 +1,25 @@
-"""Read and write TREC run and qrels files, strictly, with file:line errors.
+"""Read and write TREC runs, qrels and topics, strictly, with file:line errors.
 
 Runs are ``{qid: {docid: score}}`` and qrels ``{qid: {docid: grade}}`` with string ids and ``int`` grades (the form
-pytrec_eval needs). Writers write to a temporary name and rename, so an interrupted write leaves nothing half done.
+pytrec_eval needs); topics are ``{qid: query}``.
+
+Reading (every reader goes through :func:`open_text`):
+
+* UTF-8 only: a leading byte-order mark is dropped, and a byte that is not UTF-8 stops the read with
+  ``file:line: not UTF-8 (byte 0xe9 at column N)``; ``.gz`` files are un-gzipped (a ``.gz`` name on a plain file,
+  or a truncated gzip stream, is a :class:`FormatError` too).
+* A run's format (TREC ``qid Q0 docid rank score tag`` or MS MARCO ``qid docid rank``) is decided by its first
+  non-empty line and every line is held to it, so a TREC line cut to 3 fields is refused instead of being read as
+  an MS MARCO line. Scores must be finite decimal numbers (no NaN, no infinity). An empty run is refused, as
+  trec_eval refuses it.
+* Qrels: ``qid iteration docid grade`` with an integer grade; a (qid, docid) judged twice is refused (trec_eval:
+  "duplicate docs"), whatever the grades.
+* Topics: ``qid<TAB>query``; a repeated qid is refused.
+
+Writing: writers write to a temporary name and rename, so an interrupted write leaves nothing half done; a name
+ending in ``.gz`` is written gzip-compressed (the temporary file too). Scores are written as ``repr(float)``, the
+shortest text that reads back to the same double, so distinct scores stay distinct and the order trec_eval
+evaluates is the order written.
 
 Ranking order is trec_eval's: score descending, ties broken by docid in *descending* string order, so the ranks we
 write are the ranks trec_eval (and pytrec_eval) evaluate.
@@ -11,8 +29,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
+import re
+import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -22,8 +44,16 @@ from kd_pyserini.errors import KdError
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
-__all__ = ["Run", "Qrels", "FormatError", "open_text", "read_run", "read_qrels", "write_run", "rank",
-           "atomic_write", "qid_order", "RunWarnings"]
+__all__ = ["Run", "Qrels", "FormatError", "ScoreError", "open_text", "read_run", "read_qrels", "read_topics",
+           "write_run", "rank", "atomic_write", "atomic_write_text", "qid_order", "RunWarnings", "format_score"]
+
+TREC_LINE = "'qid Q0 docid rank score tag'"
+MSMARCO_LINE = "'qid<TAB>docid<TAB>rank'"
+QRELS_LINE = "'qid iteration docid grade'"
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # a decimal number, as C's strtod reads one
+_INTEGER = re.compile(r"[+-]?\d+")
+_NON_FINITE = {"nan", "inf", "infinity"}
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape" decodes them
 
 
 class FormatError(KdError, ValueError):
@@ -34,62 +64,228 @@ class FormatError(KdError, ValueError):
         self.path, self.line_no = str(path), line_no
 
 
+class ScoreError(KdError, ValueError):
+    """A score that cannot be written to a run file (NaN or infinite)."""
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+
+def _open_binary(path: str) -> io.BufferedIOBase:
+    """The file's bytes, un-gzipped for a ``.gz`` name (an empty ``.gz`` file reads as empty)."""
+    raw = open(path, "rb")
+    if not path.endswith(".gz"):
+        return raw
+    magic = raw.peek(2)[:2]
+    if magic == b"":
+        return raw
+    raw.close()
+    if magic != b"\x1f\x8b":
+        raise FormatError(path, 1, "the name ends in .gz but the file is not gzip-compressed; fix: rename it "
+                                   "without .gz, or compress it with gzip")
+    return gzip.open(path, "rb")  # type: ignore[return-value]
+
+
+def _locate_bad_byte(path: str) -> tuple[int, int, int] | None:
+    """``(line, column, byte)`` of the first byte of ``path`` that is not UTF-8 (lines counted as when reading)."""
+    try:
+        with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="surrogateescape") as f:
+            for no, line in enumerate(f, 1):
+                m = _ESCAPED.search(line)
+                if m:
+                    return no, m.start() + 1, ord(m.group()) - 0xDC00
+    except (EOFError, gzip.BadGzipFile, zlib.error):  # gzip data cut short after the bad byte's chunk
+        pass
+    return None
+
+
+class TextReader:
+    """A read-only UTF-8 text stream over a file (``.gz`` un-gzipped, a leading byte-order mark dropped) that turns
+    undecodable bytes and broken gzip data into :class:`FormatError` with file and line."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.name = str(path)
+        self._f = io.TextIOWrapper(_open_binary(self.name), encoding="utf-8-sig")  # utf-8-sig: drops a leading BOM
+        self._lines = 0
+
+    def _error(self, e: Exception) -> FormatError:
+        if isinstance(e, UnicodeDecodeError):
+            where = _locate_bad_byte(self.name)
+            if where is not None:
+                no, col, byte = where
+                return FormatError(self.name, no, f"not UTF-8 (byte 0x{byte:02x} at column {col}); fix: re-encode "
+                                                  "the file as UTF-8")
+            return FormatError(self.name, self._lines + 1, f"not UTF-8 ({e.reason}); fix: re-encode the file as "
+                                                           "UTF-8")
+        detail = str(e).splitlines()[0] if str(e) else "unexpected end"
+        return FormatError(self.name, self._lines + 1, f"the gzip data is truncated or corrupt ({type(e).__name__}: "
+                                                       f"{detail}); copy or compress the file again")
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise self._error(e) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter()
+
+    def _iter(self) -> Iterator[str]:
+        """The lines, in one generator with one ``try`` (a method call per line would double the reading time)."""
+        no = self._lines
+        try:
+            for line in self._f:
+                no += 1
+                yield line
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            self._lines = no
+            raise self._error(e) from None
+        self._lines = no
+
+    def __next__(self) -> str:
+        line = self._guard(next, self._f)
+        self._lines += 1
+        return line
+
+    def readline(self, size: int = -1) -> str:
+        line = self._guard(self._f.readline, size)
+        self._lines += line.endswith("\n")
+        return line
+
+    def readlines(self, hint: int = -1) -> list[str]:
+        lines = self._guard(self._f.readlines, hint)
+        self._lines += len(lines)
+        return lines
+
+    def read(self, size: int = -1) -> str:
+        return self._guard(self._f.read, size)
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> TextReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def open_text(path: str | os.PathLike) -> TextIO:
-    """Open a text file for reading, transparently un-gzipping ``.gz`` files (UTF-8)."""
-    p = str(path)
-    if p.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
-    return open(p, encoding="utf-8")
+    """Open a UTF-8 text file for reading: ``.gz`` un-gzipped, a leading byte-order mark dropped, a byte that is not
+    UTF-8 (or broken gzip data) raised as :class:`FormatError` naming file and line.
+
+    Raises:
+        FormatError: a ``.gz`` name on a file that is not gzip-compressed (at open); bad bytes (while reading).
+        FileNotFoundError: the file does not exist.
+    """
+    return TextReader(path)  # type: ignore[return-value]
 
 
 class RunWarnings(dict):
     """Counts of suspicious but tolerated things seen while reading a run (e.g. duplicate docids)."""
 
 
-def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None) -> Run:
-    """Read a TREC run (``qid Q0 docid rank score tag``) or MS MARCO run (``qid\\tdocid\\trank``).
+def _score(path, no: int, text: str) -> float:
+    if not _NUMBER.fullmatch(text):
+        if text.lower().lstrip("+-") in _NON_FINITE:
+            raise FormatError(path, no, f"score {text!r} is not a finite number; NaN and infinite scores have no "
+                                        "defined rank order: fix the system that wrote the run")
+        raise FormatError(path, no, f"score {text!r} is not a number; expected {TREC_LINE}")
+    value = float(text)
+    if math.isinf(value):
+        raise FormatError(path, no, f"score {text!r} overflows a double (it reads as infinite); fix the system "
+                                    "that wrote the run")
+    return value
 
-    MS MARCO-format scores are derived from the rank (``-rank``) so the order is kept.
+
+def _msmarco_score(path, no: int, text: str) -> float:
+    if not _INTEGER.fullmatch(text):
+        raise FormatError(path, no, f"rank {text!r} is not an integer; expected {MSMARCO_LINE} (MS MARCO run)")
+    return -float(int(text))
+
+
+def _first_line_of(path, fields: int, qid_docid: tuple[str, str], docid_at: int) -> int:
+    """The first line of ``path`` with ``qid_docid`` (to name both lines of a duplicate; read only on error)."""
+    with open_text(path) as f:
+        for no, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) == fields and (parts[0], parts[docid_at]) == qid_docid:
+                return no
+    return 0
+
+
+def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, duplicates: str = "warn") -> Run:
+    """Read a TREC run (``qid Q0 docid rank score tag``) or MS MARCO run (``qid<TAB>docid<TAB>rank``).
+
+    The first non-empty line decides the format and every other line must have the same number of fields (a TREC
+    line cut to 3 fields, or a file mixing the two formats, is refused). MS MARCO-format scores are derived from the
+    rank (``-rank``) so the order is kept.
 
     Args:
         path: the run file (``.gz`` accepted).
-        warnings: if given, filled with counts: ``duplicate_docids`` (the first line wins; Java trec_eval would refuse
-            the run with "duplicate docs", so callers should report the count).
+        warnings: if given, filled with counts: ``duplicate_docids`` (with ``duplicates="warn"``).
+        duplicates: what to do with a (qid, docid) seen twice: ``"warn"`` keeps the first line and counts the
+            others in ``warnings``; ``"error"`` raises :class:`FormatError` naming both lines (what trec_eval
+            does: "duplicate docs").
 
     Raises:
-        FormatError: a line that is neither format, or a score that is not a number.
+        FormatError: a line of the wrong format, a score that is not a finite number, an MS MARCO rank that is not
+            an integer, an empty file, a duplicate with ``duplicates="error"``, bytes that are not UTF-8.
         FileNotFoundError: the file does not exist.
     """
+    if duplicates not in ("warn", "error"):
+        raise ValueError(f"duplicates must be 'warn' or 'error', got {duplicates!r}")
     run: Run = {}
     dups = 0
+    fmt: str | None = None
+    first_no = 0
     with open_text(path) as f:
         for no, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) == 6:
+            n = len(parts)
+            if fmt is None:
+                if n == 6:
+                    fmt, first_no = "trec", no
+                elif n == 3 and parts[1] != "Q0":
+                    fmt, first_no = "msmarco", no
+                elif n == 3:
+                    raise FormatError(path, no, f"3 fields with 'Q0' as the docid: a TREC line cut short? expected "
+                                                f"6 ({TREC_LINE}, TREC) or 3 ('qid docid rank', MS MARCO)")
+                else:
+                    raise FormatError(path, no, f"{n} fields; expected 6 ({TREC_LINE}, TREC) or 3 "
+                                                "('qid docid rank', MS MARCO)")
+            if fmt == "trec":
+                if n != 6:
+                    cut = " (a line cut short, or an MS MARCO line in a TREC run?)" if n < 6 else ""
+                    raise FormatError(path, no, f"{n} fields{cut}; expected 6 ({TREC_LINE}) as on line {first_no}: "
+                                                "a run is all TREC or all MS MARCO")
                 qid, _, docid, _, score_s, _ = parts
-                try:
-                    score = float(score_s)
-                except ValueError:
-                    raise FormatError(path, no, f"score {score_s!r} is not a number; expected "
-                                                "'qid Q0 docid rank score tag'") from None
-            elif len(parts) == 3:
-                qid, docid, rank_s = parts
-                try:
-                    score = -float(rank_s)
-                except ValueError:
-                    raise FormatError(path, no, f"rank {rank_s!r} is not a number; expected "
-                                                "'qid docid rank' (MS MARCO) or 'qid Q0 docid rank score tag' (TREC)"
-                                      ) from None
+                score = _score(path, no, score_s)
             else:
-                raise FormatError(path, no, f"{len(parts)} fields; expected 6 ('qid Q0 docid rank score tag', "
-                                            "TREC) or 3 ('qid docid rank', MS MARCO)")
+                if n != 3 or parts[1] == "Q0":
+                    raise FormatError(path, no, f"{n} fields{' with Q0' if n == 3 else ''}; expected 3 ('qid docid "
+                                                f"rank', MS MARCO) as on line {first_no}: a run is all TREC or all "
+                                                "MS MARCO")
+                qid, docid, rank_s = parts
+                score = _msmarco_score(path, no, rank_s)
             docs = run.setdefault(qid, {})
             if docid in docs:
+                if duplicates == "error":
+                    first = _first_line_of(path, n, (qid, docid), 2 if fmt == "trec" else 1)
+                    raise FormatError(path, no, f"document {docid!r} listed again for query {qid!r} (first at line "
+                                                f"{first}); trec_eval refuses a run with duplicate docs: keep one "
+                                                "line per (qid, docid)")
                 dups += 1
                 continue
             docs[docid] = score
+    if fmt is None:
+        raise FormatError(path, 1, f"the run is empty; expected {TREC_LINE} (TREC) or 'qid docid rank' (MS MARCO) "
+                                   "lines")
     if warnings is not None and dups:
         warnings["duplicate_docids"] = warnings.get("duplicate_docids", 0) + dups
     return run
@@ -99,7 +295,8 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
     """Read TREC qrels (``qid iter docid grade``; tab- or space-separated), grades as ``int``.
 
     Raises:
-        FormatError: a line without 4 fields or with a non-integer grade.
+        FormatError: a line without 4 fields or with a non-integer grade, a (qid, docid) judged twice (trec_eval
+            refuses it: "duplicate docs"), an empty file, bytes that are not UTF-8.
     """
     qrels: Qrels = {}
     with open_text(path) as f:
@@ -108,16 +305,52 @@ def read_qrels(path: str | os.PathLike) -> Qrels:
             if not parts:
                 continue
             if len(parts) != 4:
-                raise FormatError(path, no, f"{len(parts)} fields; expected 4 ('qid iteration docid grade')")
+                raise FormatError(path, no, f"{len(parts)} fields; expected 4 ({QRELS_LINE})")
             qid, _, docid, grade_s = parts
-            try:
-                grade = int(grade_s)
-            except ValueError:
-                raise FormatError(path, no, f"grade {grade_s!r} is not an integer; expected "
-                                            "'qid iteration docid grade'") from None
-            qrels.setdefault(qid, {})[docid] = grade
+            if not _INTEGER.fullmatch(grade_s):
+                raise FormatError(path, no, f"grade {grade_s!r} is not an integer; expected {QRELS_LINE}")
+            grade = int(grade_s)
+            docs = qrels.setdefault(qid, {})
+            if docid in docs:
+                first = _first_line_of(path, 4, (qid, docid), 2)
+                raise FormatError(path, no, f"document {docid!r} judged again for query {qid!r} (grade {grade}; "
+                                            f"first at line {first}, grade {docs[docid]}); trec_eval refuses "
+                                            "duplicate docs: keep one line per (qid, docid)")
+            docs[docid] = grade
+    if not qrels:
+        raise FormatError(path, 1, f"the qrels file is empty; expected {QRELS_LINE} lines")
     return qrels
 
+
+def read_topics(path: str | os.PathLike) -> dict[str, str]:
+    """Read a ``qid<TAB>query`` topics file (``.gz`` accepted) as ``{qid: query}``, ids and queries stripped.
+
+    Raises:
+        FormatError: a line without a tab, an empty qid, a qid repeated (both lines named), bytes that are not
+            UTF-8.
+    """
+    topics: dict[str, str] = {}
+    where: dict[str, int] = {}
+    with open_text(path) as f:
+        for no, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise FormatError(path, no, "no tab; expected 'qid<TAB>query'")
+            qid, query = line.split("\t", 1)
+            qid = qid.strip()
+            if not qid:
+                raise FormatError(path, no, "empty qid; expected 'qid<TAB>query'")
+            if qid in where:
+                raise FormatError(path, no, f"query id {qid!r} repeated (first at line {where[qid]}); each qid must "
+                                            "be unique: remove or renumber one of them")
+            where[qid] = no
+            topics[qid] = query.strip()
+    return topics
+
+
+# ------------------------------------------------------------------------------------------------------- writing
 
 def rank(docs: Mapping[str, float], k: int | None = None) -> list[tuple[str, float]]:
     """Sort one query's ``{docid: score}`` the way trec_eval does: score descending, then docid descending."""
@@ -130,17 +363,48 @@ def qid_order(qid: str) -> tuple[int, int | str]:
     return (0, int(qid)) if qid.isdigit() else (1, qid)
 
 
+def format_score(score: float, qid: str = "?", docid: str = "?") -> str:
+    """``repr(float(score))``: the shortest text that reads back to the same double (no rounding, so distinct
+    scores stay distinct in the file).
+
+    Raises:
+        ScoreError: a NaN or infinite score (trec_eval's order for it is undefined).
+    """
+    value = float(score)
+    if not math.isfinite(value):
+        raise ScoreError(f"query {qid}, document {docid}: score {value} is not a finite number; refusing to write a "
+                         "run whose order is undefined (fix the scores that produced it)")
+    return repr(value)
+
+
 def iter_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "kd_pyserini", k: int | None = None,
                    msmarco: bool = False) -> Iterator[str]:
-    """Lines of a run file, queries in numeric-then-string order, documents in trec_eval order."""
+    """Lines of a run file, queries in numeric-then-string order, documents in trec_eval order, scores exact."""
     for qid in sorted(run, key=qid_order):
         for r, (docid, score) in enumerate(rank(run[qid], k), 1):
-            yield f"{qid}\t{docid}\t{r}\n" if msmarco else f"{qid} Q0 {docid} {r} {score:.6f} {tag}\n"
+            text = format_score(score, qid, docid)  # checked in MS MARCO format too: the order depends on it
+            yield f"{qid}\t{docid}\t{r}\n" if msmarco else f"{qid} Q0 {docid} {r} {text} {tag}\n"
+
+
+@contextmanager
+def atomic_write_text(path: str | os.PathLike) -> Iterator[TextIO]:
+    """Write a UTF-8 text file atomically (temporary name, renamed on success); gzip-compressed when the name ends
+    in ``.gz`` (the temporary file is gzip too, so the final name never holds plain text)."""
+    p = Path(path)
+    if not p.name.endswith(".gz"):
+        with atomic_write(p) as f:
+            yield f
+        return
+    with atomic_write(p, "wb") as raw:
+        with gzip.GzipFile(filename=p.name[:-3], mode="wb", fileobj=raw, mtime=0) as gz:
+            with io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as f:
+                yield f
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "kd_pyserini",
               k: int | None = None, msmarco: bool = False) -> Path:
-    """Write a run atomically in TREC format (or MS MARCO's ``qid\\tdocid\\trank`` with ``msmarco=True``).
+    """Write a run atomically in TREC format (or MS MARCO's ``qid\\tdocid\\trank`` with ``msmarco=True``);
+    gzip-compressed when ``path`` ends in ``.gz``. Scores are written exactly (:func:`format_score`).
 
     Args:
         run: ``{qid: {docid: score}}``.
@@ -148,7 +412,10 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, t
         tag: the run tag (TREC's last column).
         k: keep the top ``k`` per query (all when ``None``).
         msmarco: write MS MARCO format instead of TREC.
+
+    Raises:
+        ScoreError: a NaN or infinite score (nothing is written).
     """
-    with atomic_write(path) as f:
+    with atomic_write_text(path) as f:
         f.writelines(iter_run_lines(run, tag=tag, k=k, msmarco=msmarco))
     return Path(path)

@@ -63,3 +63,28 @@ def tiny_distilbert_dir(tmp_path_factory: pytest.TempPathFactory, bert_vocab: Pa
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for child processes that a test interrupts with SIGINT: a job started in the background by a
+    non-interactive shell (as a CI runner may start the suite) inherits SIGINT as *ignored*, and Python keeps it
+    ignored, so the child would never see the test's Ctrl-C. Restore the default before the child's Python starts
+    (it then installs its KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging_state():
+    """Undo what earlier tests' code (CLIs' logging.basicConfig, third-party libraries) left in the global logging
+    state, so ``caplog`` sees kd_pyserini's warnings whatever ran before."""
+    import logging
+
+    logging.disable(logging.NOTSET)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == "kd_pyserini" or name.startswith("kd_pyserini.")):
+            logger.disabled = False
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+    yield

@@ -126,3 +126,12 @@ def test_no_import_cycles_in_the_tree():
     finally:
         sys.path.pop(0)
     assert find_cycles(ROOT, ["kd_pyserini", "tools"]) == []
+
+
+def test_one_line_keeps_quotes_inside_messages_and_drops_keyerror_quoting():
+    from kd_pyserini.errors import one_line
+
+    assert one_line(OSError("'org/model' is not cached; use 'all-minilm-l6-v2'\nmore")) == \
+        "'org/model' is not cached; use 'all-minilm-l6-v2'"
+    assert one_line(KeyError("unknown benchmark 'x'")) == "unknown benchmark 'x'"
+    assert one_line(ValueError("")) == "ValueError"

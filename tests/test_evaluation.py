@@ -355,8 +355,9 @@ def test_cli_errors(cli_files, tmp_path):
     bad = write(tmp_path / "bad.txt", "1 Q0 d1 1 1.0 t\n1 d1\n")
     res = CliRunner().invoke(kd_eval, ["--qrels", str(qp), "-m", "RR@10", str(bad)])
     assert res.exit_code == 1
-    assert res.output.strip() == f"Error: {bad}:2: 2 fields; expected 6 ('qid Q0 docid rank score tag', TREC) or 3 " \
-                                 "('qid docid rank', MS MARCO)"
+    assert res.output.strip() == f"Error: {bad}:2: 2 fields (a line cut short, or an MS MARCO line in a TREC run?); " \
+                                 "expected 6 ('qid Q0 docid rank score tag') as on line 1: a run is all TREC or all " \
+                                 "MS MARCO"
     res = CliRunner().invoke(kd_eval, ["--qrels", str(weak), "-m", "RR@10", str(weak)])
     assert res.exit_code == 1 and f"{weak}:1: 6 fields; expected 4" in res.output
     res = CliRunner().invoke(kd_eval, ["--qrels", str(qp), "-m", "nDCG(rel=2)@10", str(weak)])

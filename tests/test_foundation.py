@@ -48,6 +48,21 @@ def test_fresh_interpreter_kd_pyserini_then_any_pyserini_import():
     assert r.stdout.strip().endswith("OK")
 
 
+def test_openai_placeholder_only_where_pyserini_needs_it():
+    """Pyserini 1.6 builds an OpenAI client at import (needs a key: kd sets a placeholder when unset); 2.x does not."""
+    from kd_pyserini.jvm import OPENAI_PLACEHOLDER
+    from kd_pyserini.pyserini_compat import openai_key_required_at_import
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    code = "import os, kd_pyserini\nimport pyserini.encode\nprint(os.environ.get('OPENAI_API_KEY'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    expected = OPENAI_PLACEHOLDER if openai_key_required_at_import() else "None"
+    assert r.stdout.strip().splitlines()[-1] == expected
+    r = _fresh(code, env={"OPENAI_API_KEY": "sk-users-own"})  # a user's key is never replaced
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "sk-users-own"
+
+
 def test_pyserini_first_gives_clear_error_not_crash():
     # Pretend pyserini was imported first (its import alone may already fail without Java 21).
     r = _fresh("import sys, types\nsys.modules['pyserini'] = types.ModuleType('pyserini')\nimport kd_pyserini")

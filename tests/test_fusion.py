@@ -20,8 +20,8 @@ from kd_pyserini.trec_io import read_qrels, read_run, write_run
 Hit = namedtuple("Hit", "docid score")
 
 
-def _close(a, b, tol=1e-6) -> bool:
-    """Two runs with the same queries and documents and scores within ``tol`` (TREC files keep 6 decimals)."""
+def _close(a, b, tol=0.0) -> bool:
+    """Two runs with the same queries and documents and scores within ``tol`` (run files keep scores exactly)."""
     return a.keys() == b.keys() and all(a[q].keys() == b[q].keys() and
                                         all(abs(a[q][d] - b[q][d]) <= tol for d in a[q]) for q in a)
 
@@ -313,7 +313,7 @@ def test_cli_rrf_and_interpolation(tmp_path: Path, two_runs):
     assert res.exit_code == 0, res.output
     assert _close(read_run(out), rrf([read_run(s_path), read_run(d_path)]))
     lines = out.read_text().splitlines()
-    assert lines[0].split() == ["1", "Q0", "b", "1", f"{1 / 62 + 1 / 61:.6f}", "mytag"]
+    assert lines[0].split() == ["1", "Q0", "b", "1", repr(1 / 62 + 1 / 61), "mytag"]  # the exact double
 
     res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "interpolation", "--alpha", "0.5",
                                     "--hits", "2", "-o", str(out)])
@@ -406,3 +406,92 @@ def test_cli_python_m_help():
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert "--method" in res.stdout and "sparse" in res.stdout
+
+
+# ------------------------------------------------------------------------------------------ exact scores, NaN, .gz
+
+def _written_order(path: Path) -> dict[str, list[str]]:
+    order: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, docid, *_ = line.split()
+        order.setdefault(qid, []).append(docid)
+    return order
+
+
+def test_rrf_scores_survive_write_and_read_exactly(tmp_path: Path):
+    # RRF scores ~0.01: 6 decimals keep 4 significant digits and merge these two distinct scores
+    runs = [{"1": {"a": 3.0, "b": 2.0, "c": 1.0}}, {"1": {"c": 3.0, "b": 2.0, "a": 1.0}}]
+    fused = rrf(runs, k=60, weights=[1.0, 0.9999999])  # a beats c by 5e-11; a tie would put c first
+    assert len(set(fused["1"].values())) == 3
+    back = read_run(write_run(fused, tmp_path / "f.trec"))
+    assert back == fused and len(set(back["1"].values())) == 3
+    assert _written_order(tmp_path / "f.trec") == {"1": list(fused["1"])}
+
+
+@pytest.mark.slow
+def test_fused_real_dl19_runs_written_exactly_in_fused_order(data_dir: Path, tmp_path: Path):
+    from kd_pyserini.candidates import read_top1000
+
+    runs_dir = data_dir / "msmarco-dl" / "runs"
+    runs = [read_run(runs_dir / "run.dl19.bm25-default.top100.txt"), read_run(runs_dir / "run.dl19.tas-b.top100.txt"),
+            read_top1000(data_dir / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz").run()]
+    fused = fuse(runs, "rrf", k=1000)
+    out = write_run(fused, tmp_path / "rrf.trec")
+    back = read_run(out)
+    assert back == fused  # every score reads back as the same double
+    for qid, docs in fused.items():
+        assert len(set(back[qid].values())) == len(set(docs.values()))  # distinct scores stay distinct
+    assert _written_order(out) == {q: list(d) for q, d in fused.items()}  # written order == in-memory order
+
+
+@pytest.mark.parametrize("method,params", [("rrf", {}), ("interpolation", {}), ("interpolation", {"normalize": True}),
+                                           ("combsum", {}), ("combmnz", {"norm": "zscore"})])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_fusion_refuses_non_finite_scores(method, params, bad):
+    sparse = {"1": {"a": 2.0, "b": bad, "c": 1.0}}
+    dense = {"1": {"a": 0.5, "b": 0.7, "d": 0.1}}
+    with pytest.raises(ValueError, match=rf"{method}: run 1, query 1, document b: score {bad} is not a finite"):
+        fuse([sparse, dense], method, **params)
+
+
+def test_fusion_overflow_is_an_error_not_nan():
+    huge = {"1": {"a": 1e308, "b": 1.0}}
+    with pytest.raises(ValueError, match=r"interpolation: the fused score of query 1, document a is inf"):
+        interpolate(huge, huge, alpha=1.0)
+    with pytest.raises(ValueError, match=r"combsum: the fused score"):
+        comb_sum([huge, huge], norm="none")
+
+
+def test_cli_nan_input_run_is_refused(tmp_path: Path, two_runs):
+    from kd_pyserini.cli.fuse import main
+
+    s_path, _, _, dense = two_runs
+    bad = tmp_path / "nan.trec"
+    bad.write_text("1 Q0 b 1 100.0 t\n1 Q0 c 2 nan t\n")
+    out = tmp_path / "fused.trec"
+    res = CliRunner().invoke(main, [str(s_path), str(bad), "--method", "interpolation", "-o", str(out)])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == \
+        [f"Error: {bad}:2: score 'nan' is not a finite number; NaN and infinite scores have no defined rank order: "
+         "fix the system that wrote the run"]
+    assert not out.exists()
+
+
+def test_cli_gz_output_then_kd_eval(tmp_path: Path, two_runs):
+    import gzip
+    import json
+
+    from kd_pyserini.cli.eval import main as kd_eval
+    from kd_pyserini.cli.fuse import main
+    from kd_pyserini.evaluation import evaluate
+
+    s_path, d_path, sparse, dense = two_runs
+    out = tmp_path / "fused.txt.gz"
+    res = CliRunner().invoke(main, [str(s_path), str(d_path), "--method", "rrf", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:2] == b"\x1f\x8b" and gzip.decompress(out.read_bytes()).decode().startswith("1 Q0 b 1 ")
+    qrels = {"1": {"b": 2, "d": 1}, "2": {"z": 1}}
+    q_path = tmp_path / "qrels.txt"
+    q_path.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+    res = CliRunner().invoke(kd_eval, ["--qrels", str(q_path), "-m", "nDCG@10,RR@10", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[str(out)] == evaluate(rrf([sparse, dense]), qrels, ["nDCG@10", "RR@10"])

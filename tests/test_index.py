@@ -20,6 +20,7 @@ from pathlib import Path
 import kd_pyserini  # noqa: F401  (JVM first)
 import numpy as np
 import pytest
+from conftest import sigint_default
 from click.testing import CliRunner
 
 from kd_pyserini.cards import EncoderCard
@@ -506,3 +507,474 @@ def test_rooms_and_entry_points():
     for mod in ("kd_pyserini.cli.index", "kd_pyserini.index"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "Usage:" in r.stdout and "dense" in r.stdout, r.stderr[-1000:]
+
+
+# ================================================================================== reliability (issue fixes)
+
+def _tiny_model(dest: Path, like: Path, seed: int, nan: bool = False) -> Path:
+    """A tiny DistilBERT like ``like`` (same config and tokenizer) with its own random weights (or all NaN)."""
+    import shutil
+
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in like.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copy(f, dest / f.name)
+    torch.manual_seed(seed)
+    model = DistilBertModel(DistilBertConfig.from_pretrained(like)).eval()
+    if nan:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    model.save_pretrained(dest)
+    return dest
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Error:")]
+
+
+# -------------------------------------------------------------------------------------- 1. non-finite vectors
+
+def test_nan_model_refused_by_encoder_and_kd_index(tmp_path, tiny_distilbert_dir):
+    from kd_pyserini.encoding import NonFiniteVectorError, TextEncoder
+
+    nan_dir = _tiny_model(tmp_path / "diverged", tiny_distilbert_dir, seed=0, nan=True)
+    enc = TextEncoder(str(nan_dir), device="cpu")
+    with pytest.raises(NonFiniteVectorError, match=rf"encoder {nan_dir} produced non-finite vectors \(NaN/inf\) "
+                                                   r"for 3 of 3 texts, first text #0: the weights are broken"):
+        enc.embed(["a b", "c", "d e f"], 16)
+    with pytest.raises(NonFiniteVectorError, match="non-finite"):
+        enc.embed_one("a query", 16)
+
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 40)
+    out = tmp_path / "idx"
+    r = CliRunner().invoke(main, ["dense", "--encoder", str(nan_dir), "--corpus", str(small), "-o", str(out),
+                                  "--device", "cpu", "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert _error_lines(r.output) == [
+        f"Error: encoder {nan_dir} produced non-finite vectors (NaN/inf) for 40 of 40 passages, first id d0: the "
+        "weights are broken (a diverged checkpoint?)"]
+    assert "Traceback" not in r.output and _leftovers(tmp_path, "idx") == []
+
+    class HalfNan(BowEncoder):  # an encoder object that does not check: kd-index still does, naming the passage
+        def embed(self, texts, max_length, batch_size=None):
+            out = super().embed(texts, max_length, batch_size)
+            out[texts.index(self.poison) if self.poison in texts else len(out):] = np.inf
+            return out
+
+    enc2 = HalfNan()
+    enc2.poison = json.loads(small.read_text().splitlines()[25])["contents"]
+    with pytest.raises(IndexBuildError, match=r"non-finite vectors \(NaN/inf\) for 15 of 40 passages, first id "
+                                              r"d25"):
+        build_dense_index(small, enc2, tmp_path / "idx2", progress=False)
+
+
+# ------------------------------------------------------------------------------- 2. weights, not names
+
+def test_same_name_other_weights_refused(tmp_path, corpus, tiny_distilbert_dir, caplog):
+    import hashlib
+
+    from kd_pyserini.cards import get_card
+    from kd_pyserini.search import DenseSearcher
+
+    a = _tiny_model(tmp_path / "run-a" / "checkpoint-30", tiny_distilbert_dir, seed=1)
+    b = _tiny_model(tmp_path / "run-b" / "checkpoint-30", tiny_distilbert_dir, seed=2)
+    out = build_dense_index(corpus, str(a), tmp_path / "idx-a", device="cpu", chunk_size=100, progress=False)
+    meta = read_metadata(out)
+    weights = (a / "model.safetensors").read_bytes()
+    expected = hashlib.sha256(f"model.safetensors\0{len(weights)}\0".encode() + weights).hexdigest()
+    assert meta["encoder_weights"]["sha256"] == expected and meta["encoder"]["name"] == "checkpoint-30"
+    assert meta["index"]["file_bytes"] == (out / "index").stat().st_size
+
+    # as kd-search calls it (DenseSearcher -> check_index_compatible(index, card, dimension)): refused, one line
+    with pytest.raises(IncompatibleIndexError) as err:
+        DenseSearcher(out, str(b), device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and str(a) in msg and str(b) in msg and "other weights" in msg
+    assert "--allow-encoder-mismatch" in msg
+    card_b = get_card(str(b))
+    with pytest.raises(IncompatibleIndexError, match="other weights"):
+        check_index_compatible(out, card_b, 32)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert check_index_compatible(out, card_b, 32, allow_encoder_mismatch=True)["dimension"] == 32
+    assert any("other weights" in r.getMessage() and "searching anyway" in r.getMessage() for r in caplog.records)
+    with pytest.raises(IncompatibleIndexError, match="32-dimensional.*16-dimensional"):  # never overridable
+        check_index_compatible(out, card_b, 16, allow_encoder_mismatch=True)
+
+    # the same weights pass under another name and at another precision (the files are hashed, not the vectors)
+    import shutil
+
+    copy = shutil.copytree(a, tmp_path / "renamed-copy")
+    assert check_index_compatible(out, get_card(str(copy)), 32)["num_vectors"] == 300
+    DenseSearcher(out, str(a), device="cpu", precision="bf16")
+
+    # an index from before fingerprints: warned once, not refused
+    old = shutil.copytree(out, tmp_path / "idx-old")
+    m = read_metadata(old)
+    del m["encoder_weights"]
+    (old / METADATA_FILENAME).write_text(json.dumps(m))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_index_compatible(old, get_card(str(a)), 32)
+        check_index_compatible(old, get_card(str(a)), 32)
+    warned = [r for r in caplog.records if "records no fingerprint" in r.getMessage()]
+    assert len(warned) == 1
+
+
+def test_merge_refuses_shards_of_other_weights(tmp_path, corpus, tiny_distilbert_dir):
+    model = tmp_path / "ckpt"
+    _tiny_model(model, tiny_distilbert_dir, seed=1)
+    s0 = build_dense_index(corpus, str(model), tmp_path / "s0", shard="0/2", device="cpu", progress=False)
+    _tiny_model(model, tiny_distilbert_dir, seed=2)  # retrained in place: same path, same name, other weights
+    s1 = build_dense_index(corpus, str(model), tmp_path / "s1", shard="1/2", device="cpu", progress=False)
+    assert read_metadata(s0)["encoder"] == read_metadata(s1)["encoder"]
+    with pytest.raises(IndexBuildError, match=r"s1 was encoded by 'ckpt'.*other weights; rebuild the shards"):
+        merge_dense_indexes([s0, s1], tmp_path / "merged", progress=False)
+    assert _leftovers(tmp_path, "merged") == []
+
+
+# -------------------------------------------------------------------------------- 3. chunks and their record
+
+def test_half_deleted_partial_is_not_reused_by_another_encoder(tmp_path, corpus, tiny_distilbert_dir, caplog):
+    model = tmp_path / "checkpoint-30"
+    _tiny_model(model, tiny_distilbert_dir, seed=1)
+    out = tmp_path / "idx"
+
+    def crash(k):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(corpus, str(model), out, chunk_size=64, device="cpu", progress=False, on_chunk=crash)
+    partial = Path(str(out) + ".partial")
+    (partial / "state.json").unlink()  # killed while OUT.partial was being deleted: four chunk files are left
+    assert len(list(partial.glob("chunk-*"))) == 4
+
+    _tiny_model(model, tiny_distilbert_dir, seed=2)  # another encoder under the same name and path
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_dense_index(corpus, str(model), out, chunk_size=64, device="cpu", overwrite=True, progress=False)
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == 0
+    assert read_metadata(out)["encoding"]["passages_encoded_this_run"] == 300
+    assert any("discarded 2 chunks" in r.getMessage() for r in caplog.records)
+    clean = build_dense_index(corpus, str(model), tmp_path / "clean", chunk_size=64, device="cpu", progress=False)
+    assert (out / "index").read_bytes() == (clean / "index").read_bytes()
+
+
+def test_corpus_edited_in_place_is_reencoded_not_mixed(tmp_path):
+    path = tmp_path / "c.jsonl"
+    _write_corpus(path, 300)
+    out = tmp_path / "idx"
+
+    def crash(k):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(path, BowEncoder(), out, chunk_size=64, progress=False, on_chunk=crash)
+    st = path.stat()
+    lines = path.read_text().splitlines()
+    doc = json.loads(lines[5])
+    words = doc["contents"].split()
+    for pos, w in enumerate(words):  # swap one word for another of the same length: the file keeps its size
+        alts = [x for x in WORDS if len(x) == len(w) and x != w]
+        if alts:
+            words[pos] = alts[0]
+            break
+    lines[5] = json.dumps({"id": doc["id"], "contents": " ".join(words)})
+    assert lines[5] != path.read_text().splitlines()[5]
+    path.write_text("\n".join(lines) + "\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+    enc = BowEncoder()
+    build_dense_index(path, enc, out, chunk_size=64, progress=False)
+    texts = [json.loads(line)["contents"] for line in lines]
+    assert enc.encoded == texts[:64] + texts[128:]  # chunk 0 (edited) again, chunk 1 reused
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == 1
+    clean = build_dense_index(path, BowEncoder(), tmp_path / "clean", chunk_size=64, progress=False)
+    assert (out / "index").read_bytes() == (clean / "index").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ 4. leftovers
+
+def test_killed_final_write_leftover_is_removed_by_the_next_run(tmp_path, tiny_distilbert_dir):
+    """A real process killed right before its finished OUT.tmp-xxxx is renamed: the next run removes it."""
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 30)
+    out = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "kd_pyserini.cli.index", "dense", "--encoder", str(tiny_distilbert_dir), "--corpus",
+           str(small), "-o", str(out), "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "KD_PYSERINI_CRASH_BEFORE_INSTALL": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 137, r.stderr[-2000:]
+    tmps = list(tmp_path.glob("idx.tmp-*"))
+    assert len(tmps) == 1 and (tmps[0] / "index").is_file() and not out.exists()
+    env.pop("KD_PYSERINI_CRASH_BEFORE_INSTALL")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "removed idx.tmp-" in r.stderr and "interrupted kd-index run" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "idx" in p.name) == ["idx"]  # no .tmp-, .partial, lock
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == 1  # the chunks were kept: nothing re-encoded
+
+
+def test_killed_overwrite_leftovers_old_index_put_back(tmp_path, corpus):
+    out = build_dense_index(corpus, BowEncoder(), tmp_path / "idx", progress=False)
+    before = (out / "index").read_bytes()
+    # killed between the two renames of --overwrite: the old index moved aside, the new one complete beside it,
+    # and a hidden temporary file of an interrupted atomic write
+    old = tmp_path / "idx.old-k1ll3d"
+    old.mkdir()
+    os.replace(out, old / "old")
+    (tmp_path / "idx.tmp-n3wb1d").mkdir()
+    (tmp_path / "idx.tmp-n3wb1d" / "index").write_bytes(b"x" * 1000)
+    (tmp_path / ".idx.a1b2c3.tmp").write_text("partial")
+    with pytest.raises(IndexBuildError, match="already exists"):  # without --overwrite: the old index is back
+        build_dense_index(corpus, BowEncoder(), out, progress=False)
+    assert (out / "index").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if "idx" in p.name) == ["idx"]
+
+    # killed while the old index was being deleted (the new one in place): the old one is garbage
+    trash = tmp_path / "idx.old-d3l3t1"
+    trash.mkdir()
+    (trash / "old").mkdir()
+    (trash / "old" / "index").write_bytes(b"old")
+    build_dense_index(corpus, BowEncoder(name="bow-2"), out, overwrite=True, progress=False)
+    assert read_metadata(out)["encoder"]["name"] == "bow-2"
+    assert sorted(p.name for p in tmp_path.iterdir() if "idx" in p.name) == ["idx"]
+
+
+def test_leftovers_of_a_live_build_are_not_touched(tmp_path, corpus):
+    import fcntl
+
+    out = tmp_path / "idx"
+    live = tmp_path / "idx.tmp-l1v3"
+    live.mkdir()
+    with open(tmp_path / ".idx.lock", "a") as f:  # a live kd-index process building idx holds this
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for build in (lambda: build_dense_index(corpus, BowEncoder(), out, progress=False),
+                      lambda: build_bm25_index(corpus, out, progress=False),
+                      lambda: merge_dense_indexes([tmp_path], out, progress=False)):
+            with pytest.raises(IndexBuildError, match="another kd-index process is building"):
+                build()
+            assert live.is_dir()
+    build_bm25_index(corpus, out, progress=False)  # released: the dead process's folder goes
+    assert not live.exists() and not (tmp_path / ".idx.lock").exists()
+
+
+def test_hidden_temp_files_in_the_chunk_store_are_removed(tmp_path, corpus):
+    out = tmp_path / "idx"
+
+    def crash(k):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(corpus, BowEncoder(), out, chunk_size=64, progress=False, on_chunk=crash)
+    partial = Path(str(out) + ".partial")
+    (partial / ".chunk-000001.npy.x1y2.tmp").write_bytes(b"\0" * 100)  # a write cut short by a kill / full disk
+    build_dense_index(corpus, BowEncoder(), out, chunk_size=64, keep_chunks=True, progress=False)
+    assert list(partial.glob(".*.tmp")) == []
+
+
+# ------------------------------------------------------------------------------------------------- 5. Ctrl-C
+
+def test_ctrl_c_during_dense_exits_130_and_resumes(tmp_path, tiny_distilbert_dir):
+    import signal
+    import time
+
+    big = tmp_path / "big.jsonl"
+    _write_corpus(big, 4000)
+    out = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "kd_pyserini.cli.index", "dense", "--encoder", str(tiny_distilbert_dir), "--corpus",
+           str(big), "-o", str(out), "--chunk-size", "200", "--device", "cpu", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
+    first = Path(str(out) + ".partial") / "chunk-000000.npy"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists() and proc.poll() is None, "no chunk was written while the process ran"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert list(tmp_path.glob("hs_err_pid*.log")) == [] and not out.exists()
+    done = len(list(first.parent.glob("chunk-*.npy")))
+    assert 1 <= done < 20
+
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == done
+    ref = build_dense_index(big, str(tiny_distilbert_dir), tmp_path / "ref", chunk_size=200, device="cpu",
+                            progress=False)
+    assert (out / "index").read_bytes() == (ref / "index").read_bytes()
+    assert (out / "docid").read_bytes() == (ref / "docid").read_bytes()
+
+
+def test_ctrl_c_during_bm25_with_the_jvm_running_exits_130(tmp_path):
+    import signal
+    import threading
+    import time
+
+    big = tmp_path / "big.jsonl"
+    _write_corpus(big, 30000)
+    out = tmp_path / "bm25"
+    proc = subprocess.Popen([sys.executable, "-m", "kd_pyserini.cli.index", "bm25", "--corpus", str(big), "-o",
+                             str(out), "--no-progress"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if "Starting to index" in line:  # Anserini's IndexCollection is running in the JVM
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(240), "".join(lines)[-2000:]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=300)
+    reader.join(10)
+    err = "".join(lines)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err and "fatal error" not in err
+    assert list(tmp_path.glob("hs_err_pid*.log")) == []
+    assert not out.exists() and list(tmp_path.glob("bm25.tmp-*")) == []
+
+
+# -------------------------------------------------------------------------------- 6. one-line write/read errors
+
+def test_full_disk_while_writing_is_one_line_and_resumable(tmp_path, tiny_distilbert_dir, monkeypatch):
+    import faiss
+
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 50)
+    out = tmp_path / "idx"
+    args = ["dense", "--encoder", str(tiny_distilbert_dir), "--corpus", str(small), "-o", str(out), "--chunk-size",
+            "20", "--device", "cpu", "--no-progress"]
+    real_save = np.save
+    calls = []
+
+    def save_fills_disk(f, arr, **kw):  # what numpy raises when the disk fills during a write
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(f"{arr.nbytes} requested and {arr.nbytes // 2} written")
+        return real_save(f, arr, **kw)
+
+    monkeypatch.setattr(np, "save", save_fills_disk)
+    r = CliRunner().invoke(main, args)
+    partial = Path(str(out) + ".partial")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert _error_lines(r.output) == [
+        f"Error: could not write {partial / 'chunk-000001.npy'}: No space left on device (2560 requested and 1280 "
+        "written); free some space and run the same command again (finished chunks are kept)"]
+    assert list(partial.glob(".*.tmp")) == [] and [p.name for p in partial.glob("*.npy")] == ["chunk-000000.npy"]
+    monkeypatch.setattr(np, "save", real_save)
+
+    def write_index_fills_disk(index, path):  # FAISS's error for a short write
+        raise RuntimeError(f"Error in void faiss::FileIOWriter::operator() at impl/io.cpp:123: Error: 'ret == (n)' "
+                           f"failed: write error in {path}: 16352 != 32000 (No space left on device)")
+
+    monkeypatch.setattr(faiss, "write_index", write_index_fills_disk)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    [line] = _error_lines(r.output)
+    assert re.fullmatch(rf"Error: could not write {re.escape(str(tmp_path))}/idx\.tmp-\w+/index: No space left on "
+                        r"device; free some space and run the same command again", line), line
+    assert _leftovers(tmp_path, "idx") == ["idx.partial"]  # the chunks are kept, no half-written index
+    monkeypatch.undo()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert read_metadata(out)["encoding"]["resumed_chunks"] == 3
+
+
+def test_truncated_faiss_index_is_one_line(tmp_path, corpus, queries):
+    import shutil
+
+    from kd_pyserini.index import CorruptIndexError, read_faiss_index
+    from kd_pyserini.search import DenseSearcher
+    from kd_pyserini.search.dense import QueryEncoding
+
+    out = build_dense_index(corpus, BowEncoder(), tmp_path / "idx", progress=False)
+    data = (out / "index").read_bytes()
+    (out / "index").write_bytes(data[:len(data) // 2])
+    msg = rf"{out / 'index'} is truncated or not a FAISS index \(\d+ bytes.*\); rebuild it"
+    with pytest.raises(CorruptIndexError, match=msg):
+        check_index_compatible(out, BowEncoder().card)
+    with pytest.raises(CorruptIndexError, match=msg):  # the kd-search path
+        DenseSearcher(out, QueryEncoding(BowEncoder(), 64))
+    bare = tmp_path / "bare"  # no kd_pyserini.json (as Pyserini's own): caught when FAISS reads it
+    bare.mkdir()
+    shutil.copy(out / "index", bare / "index")
+    shutil.copy(out / "docid", bare / "docid")
+    with pytest.raises(CorruptIndexError, match=r"bare/index is truncated or not a FAISS index \(.*FAISS read "):
+        read_faiss_index(bare)
+    (bare / "index").write_bytes(b"not an index at all")
+    with pytest.raises(CorruptIndexError, match=r"not a FAISS index \(19 bytes; FAISS: Index type"):
+        read_faiss_index(bare)
+    r = CliRunner().invoke(main, ["convert", str(out), "-o", str(tmp_path / "c"), "--index-type", "fp16"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len(_error_lines(r.output)) == 1 and "is truncated or not a FAISS index" in r.output
+
+
+def test_passage_max_length_above_the_position_limit_refused(tmp_path, tiny_distilbert_dir):
+    small = tmp_path / "small.jsonl"
+    _write_corpus(small, 10)
+    r = CliRunner().invoke(main, ["dense", "--encoder", str(tiny_distilbert_dir), "--corpus", str(small), "-o",
+                                  str(tmp_path / "idx"), "--passage-max-length", "600", "--device", "cpu"])
+    assert r.exit_code == 1
+    assert _error_lines(r.output) == [
+        f"Error: --passage-max-length 600 is more than encoder {tiny_distilbert_dir} can take: its "
+        "max_position_embeddings is 512 tokens; use --passage-max-length 512 or less"]
+    assert _leftovers(tmp_path, "idx") == []
+    r = CliRunner().invoke(main, ["dense", "--encoder", str(tiny_distilbert_dir), "--corpus", str(small), "-o",
+                                  str(tmp_path / "idx"), "--passage-max-length", "512", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+
+
+# ------------------------------------------------------------------------------------------------- 7. umask
+
+@pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_index_files_follow_the_umask(tmp_path, corpus, mask, dir_mode, file_mode):
+    old = os.umask(mask)
+    try:
+        dense = build_dense_index(corpus, BowEncoder(), tmp_path / "dense", progress=False)
+        bm25 = build_bm25_index(corpus, tmp_path / "bm25", progress=False)
+    finally:
+        os.umask(old)
+    for folder in (dense, bm25):
+        assert folder.stat().st_mode & 0o777 == dir_mode, folder
+        files = [p for p in folder.iterdir() if p.is_file()]
+        assert files and {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: file_mode for p in files}
+
+
+# ---------------------------------------------------------------------------------------- 8. empty passages
+
+def test_empty_passages_are_warned_with_their_ids(tmp_path, tiny_distilbert_dir, caplog):
+    path = tmp_path / "c.jsonl"
+    docs = _write_corpus(path, 30)
+    lines = path.read_text().splitlines()
+    for i in (3, 8, 9, 14, 20, 27):
+        lines[i] = json.dumps({"id": docs[i][0], "contents": "  "})
+    path.write_text("\n".join(lines) + "\n")
+
+    r = subprocess.run([sys.executable, "-m", "kd_pyserini.cli.index", "dense", "--encoder", str(tiny_distilbert_dir),
+                        "--corpus", str(path), "-o", str(tmp_path / "dense"), "--device", "cpu", "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "6 passages have empty text (d3, d8, d9, d14, d20, ...)" in r.stderr
+    assert read_metadata(tmp_path / "dense")["corpus"]["empty_docs"] == 6
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_bm25_index(path, tmp_path / "bm25", progress=False)
+    assert any("6 documents have empty contents (d3, d8, d9, d14, d20, ...)" in r.getMessage()
+               for r in caplog.records)
+    assert read_metadata(tmp_path / "bm25")["corpus"]["empty_docs"] == 6

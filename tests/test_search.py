@@ -455,3 +455,314 @@ def test_dl19_rerank_bm25_candidates_with_minilm(data_dir, tmp_path):
     assert "before" in r.output and "after" in r.output
     run = read_run(tmp_path / "rr.txt")
     assert len(run) == 43 and all(len(d) == 100 for d in run.values())
+
+
+# ------------------------------------------------------------------------------- reliability (kd-search's output)
+
+def _dense_args(syn, tiny_distilbert_dir, out, hits: int) -> list[str]:
+    return ["--encoder", str(tiny_distilbert_dir), "--index", str(syn["dense"]), "--topics", str(syn["topics_file"]),
+            "--qrels", str(syn["qrels"]), "--device", "cpu", "--hits", str(hits), "--output", str(out),
+            "--no-progress"]
+
+
+def _docs_per_query(path) -> int:
+    return max(len(docs) for docs in read_run(path).values())
+
+
+def _assert_pair_agrees(out: Path, old: tuple[bytes, bytes] | None = None) -> None:
+    """The run and RUN.json as every reader sees them: the sidecar describes the run beside it, or is refused."""
+    from kd_pyserini.search import read_sidecar
+
+    side = read_sidecar(out)
+    if side is None:  # refused (or none): no latency either, and the old run (if any) is still there
+        assert sidecar_latency(out) == (None, None)
+        if old is not None:
+            assert out.read_bytes() == old[0]
+        return
+    assert side["params"]["hits"] == _docs_per_query(out)  # the sidecar's run IS the run on disk
+    assert side["queries"] == len(read_run(out))
+    if old is not None and side["params"]["hits"] == json.loads(old[1])["params"]["hits"]:
+        assert (out.read_bytes(), Path(str(out) + ".json").read_bytes()) == old  # the old pair, untouched
+
+
+def _replace_bomb(outdir: Path, at: int, action):
+    """An os.replace that runs ``action`` instead of the ``at``-th rename into ``outdir``."""
+    real = os.replace
+    count = [0]
+
+    def replace(src, dst, *a, **kw):
+        if os.path.dirname(os.path.abspath(dst)) == str(outdir):
+            count[0] += 1
+            if count[0] == at:
+                action()
+        return real(src, dst, *a, **kw)
+
+    return replace
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_cli_interrupted_write_never_leaves_a_mismatched_pair(syn, tiny_distilbert_dir, tmp_path, monkeypatch, at):
+    out = tmp_path / "out" / "run.txt"
+    _cli(_dense_args(syn, tiny_distilbert_dir, out, hits=5))  # the old pair
+    old = (out.read_bytes(), Path(str(out) + ".json").read_bytes())
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", _replace_bomb(out.parent, at, interrupt))
+    r = CliRunner().invoke(search_main, _dense_args(syn, tiny_distilbert_dir, out, hits=7))
+    monkeypatch.undo()
+    if r.exit_code == 0:  # fewer renames than `at`: it simply finished
+        assert _docs_per_query(out) == 7
+    else:
+        assert r.exit_code == 130, r.output
+    _assert_pair_agrees(out, old)
+    leftovers = sorted(p.name for p in out.parent.iterdir()) if r.exit_code else []
+    assert leftovers in ([], ["run.txt", "run.txt.json"])  # no temporary files, no lock file
+
+
+KILL_SCRIPT = """
+import os, sys
+real, outdir, at, count = os.replace, os.path.abspath(sys.argv[1]), int(sys.argv[2]), [0]
+def replace(src, dst, *a, **kw):
+    if os.path.dirname(os.path.abspath(dst)) == outdir:
+        count[0] += 1
+        if count[0] == at:
+            os._exit(137)  # killed: no clean-up runs
+    return real(src, dst, *a, **kw)
+os.replace = replace
+from kd_pyserini.cli.search import main
+main(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("at", [2, 4])
+def test_cli_killed_between_the_writes_never_leaves_a_mismatched_pair(syn, tiny_distilbert_dir, tmp_path, at):
+    import subprocess
+
+    out = tmp_path / "run.txt"
+    _cli(_dense_args(syn, tiny_distilbert_dir, out, hits=5))
+    old = (out.read_bytes(), Path(str(out) + ".json").read_bytes())
+    r = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(tmp_path), str(at),
+                        *_dense_args(syn, tiny_distilbert_dir, out, hits=7)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 137, r.stderr[-2000:]
+    _assert_pair_agrees(out, old)
+    # the next kd-search on this output finishes the job and clears what the killed one left
+    _cli(_dense_args(syn, tiny_distilbert_dir, out, hits=7))
+    _assert_pair_agrees(out)
+    assert _docs_per_query(out) == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["run.txt", "run.txt.json"]
+
+
+GATED_SCRIPT = """
+import sys, time
+from pathlib import Path
+import kd_pyserini.cli.search as cli
+inside, go = Path(sys.argv[1]), Path(sys.argv[2])
+real = cli.resolve_topics
+def gated(*a, **kw):  # hold the command (and its lock) until the test says go
+    inside.touch()
+    t = time.time()
+    while not go.exists() and time.time() - t < 240:
+        time.sleep(0.05)
+    return real(*a, **kw)
+cli.resolve_topics = gated
+cli.main(sys.argv[3:])
+"""
+
+
+def test_cli_second_writer_on_one_output_is_refused(syn, tiny_distilbert_dir, tmp_path):
+    import subprocess
+
+    from kd_pyserini.search import read_sidecar
+    from kd_pyserini.search.sidecar import file_sha256
+
+    out = tmp_path / "run.txt"
+    inside, go = tmp_path / "inside", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", GATED_SCRIPT, str(inside), str(go),
+                              *_dense_args(syn, tiny_distilbert_dir, out, hits=5)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = __import__("time").time()
+        while not inside.exists():
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert __import__("time").time() - t0 < 240
+            __import__("time").sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "kd_pyserini.cli.search",
+                                 *_dense_args(syn, tiny_distilbert_dir, out, hits=7)],
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        go.touch()
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 1, second.stderr[-2000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: another kd-search is writing {out} (pid {first.pid}); wait for it or choose another "
+                      "--output"]
+    assert "Traceback" not in second.stderr
+    # exactly one run was written, and its sidecar describes it
+    side = read_sidecar(out)
+    assert side is not None and side["run_sha256"] == file_sha256(out) and _docs_per_query(out) == 5
+    assert side["params"]["hits"] == 5 and not Path(str(out) + ".lock").exists()
+
+
+def test_sidecar_with_another_runs_checksum_is_refused(syn, tiny_distilbert_dir, tmp_path, caplog):
+    from kd_pyserini.search import read_sidecar
+
+    out = tmp_path / "run.txt"
+    _cli(_dense_args(syn, tiny_distilbert_dir, out, hits=5))
+    assert read_sidecar(out)["run_sha256"] and sidecar_latency(out)[0] is not None
+    write_run(read_run(out), out, k=3)  # the run replaced behind the sidecar's back
+    assert read_sidecar(out) is None and sidecar_latency(out) == (None, None)
+    assert "does not describe" in caplog.text
+    out.unlink()
+    assert read_sidecar(out) is None
+
+
+def test_cli_gz_output_is_gzip_with_plain_json_sidecar(syn, tiny_distilbert_dir, tmp_path):
+    from kd_pyserini.search import read_sidecar
+
+    _cli(_dense_args(syn, tiny_distilbert_dir, tmp_path / "run.txt", hits=5))
+    gz = tmp_path / "run.txt.gz"
+    _cli(_dense_args(syn, tiny_distilbert_dir, gz, hits=5))
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
+    assert read_run(gz) == read_run(tmp_path / "run.txt")
+    side = json.loads((tmp_path / "run.txt.gz.json").read_text(encoding="utf-8"))  # plain JSON
+    assert side["queries"] == 26 and read_sidecar(gz) == side
+
+
+DL19_CANDIDATES = "msmarco-dl/candidates.dl19.bm25-top100.tsv.gz"
+
+
+def test_cli_rerank_subset_compares_like_with_like(data_dir, tiny_distilbert_dir, tmp_path):
+    from kd_pyserini.candidates import read_top1000
+    from kd_pyserini.evaluation import evaluate
+    from kd_pyserini.resources import get_qrels, get_topics
+
+    cands = data_dir / DL19_CANDIDATES
+    if not cands.is_file():
+        pytest.skip(f"{cands} not found")
+    five = dict(list(get_topics("dl19-passage").items())[:5])
+    (tmp_path / "five.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in five.items()))
+    r = _cli(["--mode", "rerank", "--encoder", str(tiny_distilbert_dir), "--candidates", str(cands), "--topics",
+              str(tmp_path / "five.tsv"), "--qrels", "dl19-passage", "--output", str(tmp_path / "rr.txt"),
+              "--device", "cpu", "--no-progress"])
+    run = read_run(tmp_path / "rr.txt")
+    assert sorted(run) == sorted(five)  # the topics asked for, not every query the file carries
+    qrels = get_qrels("dl19-passage")
+    bm25 = read_top1000(cands).run()
+    ev = json.loads((tmp_path / "rr.txt.json").read_text())["evaluation"]
+    before = evaluate({q: bm25[q] for q in five}, qrels, ["nDCG@10"])["nDCG@10"]
+    assert round(before, 4) == 0.0533 and ev["candidates"]["nDCG@10"] == pytest.approx(before)  # not 0.5058
+    assert ev["run"]["nDCG@10"] == pytest.approx(evaluate(run, qrels, ["nDCG@10"])["nDCG@10"], abs=1e-6)
+    assert "before        nDCG@10 0.0533" in r.output
+    assert f"kd-search: warning: {tmp_path / 'rr.txt'}: 38 of 43 judged queries have no results" in r.output
+
+
+def _one_error_line(r) -> str:
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert "Traceback" not in r.output
+    errors = [line for line in r.output.splitlines() if "Error" in line]
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and r.output.rstrip().endswith(errors[0]), r.output
+    return errors[0]
+
+
+def test_cli_offline_hub_encoder_is_one_line(syn, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = CliRunner().invoke(search_main, ["--encoder", "sebastian-hofstaetter/distilbert-dot-tas_b-b256-msmarco",
+                                         "--index", str(syn["dense"]), "--topics", str(syn["topics_file"]),
+                                         "--output", str(tmp_path / "run.txt")])
+    line = _one_error_line(r)
+    assert "hf download" in line and not (tmp_path / "run.txt").exists()
+
+
+def test_cli_max_length_above_position_limit_is_refused(syn, tiny_distilbert_dir, tmp_path, monkeypatch):
+    from kd_pyserini.encoding import TextEncoder
+
+    calls = []
+    real = TextEncoder.embed
+    monkeypatch.setattr(TextEncoder, "embed", lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
+    monkeypatch.setattr(TextEncoder, "embed_one", lambda self, *a, **kw: calls.append(1))
+    base = ["--encoder", str(tiny_distilbert_dir), "--topics", str(syn["topics_file"]), "--device", "cpu",
+            "--output", str(tmp_path / "run.txt")]
+    line = _one_error_line(CliRunner().invoke(search_main, [*base, "--index", str(syn["dense"]),
+                                                            "--query-max-length", "600"]))
+    assert "--query-max-length" in line and "512" in line
+    line = _one_error_line(CliRunner().invoke(search_main, [*base, "--mode", "rerank", "--bm25-index",
+                                                            str(syn["bm25"]), "--passage-max-length", "513"]))
+    assert "--passage-max-length" in line and "512" in line
+    assert calls == [] and not (tmp_path / "run.txt").exists()  # refused before encoding anything
+    _cli([*base, "--index", str(syn["dense"]), "--query-max-length", "512", "--no-eval"])  # the limit itself is fine
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+def test_cli_truncated_faiss_index_is_one_line(syn, tiny_distilbert_dir, tmp_path, metadata):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(syn["dense"], broken)
+    data = (broken / "index").read_bytes()
+    (broken / "index").write_bytes(data[:len(data) // 2])
+    if not metadata:  # e.g. Pyserini's own index: nothing on record, FAISS itself finds the short read
+        (broken / "kd_pyserini.json").unlink()
+    r = CliRunner().invoke(search_main, ["--encoder", str(tiny_distilbert_dir), "--index", str(broken), "--topics",
+                                         str(syn["topics_file"]), "--device", "cpu", "--output",
+                                         str(tmp_path / "run.txt")])
+    line = _one_error_line(r)
+    assert str(broken / "index") in line and "truncated" in line and not (tmp_path / "run.txt").exists()
+
+
+def test_cli_allow_encoder_mismatch_and_its_old_name(syn, tiny_distilbert_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoModel
+
+    other = tmp_path / "other-encoder"  # the same architecture and size, other weights
+    shutil.copytree(tiny_distilbert_dir, other)
+    model = AutoModel.from_pretrained(other)
+    with __import__("torch").no_grad():
+        for w in model.parameters():
+            w.mul_(-1.0)
+    model.save_pretrained(other)
+    base = ["--encoder", str(other), "--index", str(syn["dense"]), "--topics", str(syn["topics_file"]),
+            "--device", "cpu", "--no-eval"]
+    line = _one_error_line(CliRunner().invoke(search_main, [*base, "--output", str(tmp_path / "a.txt")]))
+    assert "built with encoder" in line and "--allow-encoder-mismatch" in line
+    _cli([*base, "--output", str(tmp_path / "b.txt"), "--allow-encoder-mismatch"])
+    r = _cli([*base, "--output", str(tmp_path / "c.txt"), "--ignore-encoder-mismatch"])
+    assert "--ignore-encoder-mismatch is deprecated" in r.output and "--allow-encoder-mismatch" in r.output
+    assert read_run(tmp_path / "b.txt") == read_run(tmp_path / "c.txt")
+    r = CliRunner().invoke(search_main, ["--help"])
+    assert "--allow-encoder-mismatch" in r.output and "--ignore-encoder-mismatch" not in r.output
+
+
+def test_candidates_are_read_strictly(tmp_path, tiny_distilbert_dir):
+    import gzip
+
+    from kd_pyserini.trec_io import FormatError
+
+    rows = "1\tp1\tq one\tpassage one\n1\tp2\tq one\tpassage two\n2\tp1\tq two\tpassage one\n"
+    bom = tmp_path / "bom.tsv"
+    bom.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+    c = read_candidates(bom)
+    assert c.queries == {"1": "q one", "2": "q two"} and list(c.run) == ["1", "2"]  # no '\ufeff1'
+    r = _cli(["--mode", "rerank", "--encoder", str(tiny_distilbert_dir), "--candidates", str(bom), "--device",
+              "cpu", "--output", str(tmp_path / "rr.txt"), "--no-eval"])
+    assert sorted(read_run(tmp_path / "rr.txt")) == ["1", "2"], r.output
+    for name, bad, msg in (("fields.tsv", "2\tp2\tq two\tpassage\textra\n", "5 tab-separated fields"),
+                           ("nopid.tsv", "2\t \tq two\tpassage two\n", "empty pid")):
+        (tmp_path / name).write_text(rows + bad)
+        with pytest.raises(FormatError, match=rf"{name}:4: {msg}"):
+            read_candidates(tmp_path / name)
+        r = CliRunner().invoke(search_main, ["--mode", "rerank", "--encoder", str(tiny_distilbert_dir),
+                                             "--candidates", str(tmp_path / name), "--output",
+                                             str(tmp_path / "x.txt")])
+        assert _one_error_line(r).startswith(f"Error: {tmp_path / name}:4: {msg}")
+    data = gzip.compress((rows * 2000).encode("utf-8"))
+    (tmp_path / "cut.tsv.gz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(FormatError, match=r"cut\.tsv\.gz:\d+: .*gzip"):
+        read_candidates(tmp_path / "cut.tsv.gz")
+    # a run as candidates goes through the shared strict run reader: file:line
+    (tmp_path / "cands.txt").write_text("1 Q0 p1 1 2.0 t\n1 Q0 p2 2 oops t\n")
+    with pytest.raises(FormatError, match=r"cands\.txt:2:"):
+        read_candidates(tmp_path / "cands.txt", corpus=tmp_path / "unused.jsonl")

@@ -9,16 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigint_default
 import torch
 
 from kd_pyserini.trec_io import FormatError
-from kd_pyserini.train.data import (Collator, IdTeacherData, JsonlTeacherData, OffsetIndex, TextTeacherData,
-                                    epoch_order, load_teacher)
+from kd_pyserini.train.batches import Collator, epoch_order
+from kd_pyserini.train.checkpoints import STATE_FILE, find_checkpoint
+from kd_pyserini.train.config import NonFiniteLossError, TrainConfig
 from kd_pyserini.train.in_batch_margin_mse import InBatchMarginMSELoss, in_batch_negative_mask
 from kd_pyserini.train.margin_mse import MarginMSELoss, margin_mse
 from kd_pyserini.train.model import BertDotStudent, resolve_student_card
-from kd_pyserini.train.trainer import (STATE_FILE, MarginMSETrainer, NonFiniteLossError, TrainConfig, batch_loss,
-                                       find_checkpoint)
+from kd_pyserini.train.objective import batch_loss
+from kd_pyserini.train.offset_index import OffsetIndex
+from kd_pyserini.train.teacher_files import IdTeacherData, JsonlTeacherData, TextTeacherData, load_teacher
+from kd_pyserini.train.trainer import MarginMSETrainer
 
 JSONL = "kd-samples/msmarco-10q-teacher-scores.jsonl"
 
@@ -421,3 +425,265 @@ def test_torchrun_ddp_on_cpu_and_exact_resume(tmp_path, tiny_distilbert_dir, jso
     run(tmp_path / "b", 29612, "--resume", "latest")
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# reliability: non-finite weights, another run's folder, resume settings, Ctrl-C, full disk, bad bytes/scores
+# ------------------------------------------------------------------------------------------------------------
+
+def _cli_args(teacher: Path, student: Path, out: Path, *extra: str) -> list[str]:
+    return ["margin-mse", "--teacher", str(teacher), "--student", str(student), "--output", str(out),
+            "--batch-size", "8", "--lr", "1e-2", "--warmup-steps", "1", "--seed", "7", "--query-max-length", "16",
+            "--passage-max-length", "32", "--no-progress", "--cpu-threads", "1", *extra]
+
+
+def _kd_train(*args: str):
+    from click.testing import CliRunner
+
+    from kd_pyserini.cli.train import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def _encodes_finite(model_dir: Path) -> bool:
+    import kd_pyserini
+
+    q = kd_pyserini.get_query_encoder(str(model_dir), device="cpu").encode_batch(
+        ["what was the manhattan project", "atomic bomb"])
+    d = kd_pyserini.get_document_encoder(str(model_dir), device="cpu").encode(
+        ["The Manhattan Project was a research effort.", "Scientists built the first atomic bombs."])
+    return bool(np.isfinite(q).all() and np.isfinite(d).all())
+
+
+@pytest.mark.parametrize("lr", ["1e3", "1e4"])  # 1e3: the update makes weights inf; 1e4: finite weights, NaN vectors
+def test_huge_lr_never_saves_a_nan_model_and_names_a_good_checkpoint(tmp_path, tiny_distilbert_dir, jsonl, lr):
+    out = tmp_path / "huge"
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--lr", lr, "--warmup-steps", "0", "--save-every",
+                             "1", "--save-total-limit", "0", "--max-steps", "30"))
+    assert r.exit_code == 3, r.output
+    line = [x for x in r.output.splitlines() if x.startswith("kd-train: error:")]
+    assert len(line) == 1 and "Traceback" not in r.output, r.output
+    named = line[0].split("last good checkpoint: ", 1)[1].split(" (step ")[0]
+    left = sorted(out.glob("checkpoint-*"))
+    assert left and Path(named) == max(left, key=lambda p: int(p.name.split("-")[1]))
+    for ck in left:  # every checkpoint on disk: finite weights that encode finite vectors
+        assert all(torch.isfinite(v).all() for v in _weights(ck).values()), ck
+        assert _encodes_finite(ck), ck
+    assert not (out / "model.safetensors").exists()
+
+
+def test_output_holding_another_run_is_refused_unless_overwrite(tmp_path, tiny_distilbert_dir, jsonl):
+    out = tmp_path / "run"
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "4", "--save-every", "2"))
+    assert r.exit_code == 0, r.output
+    before = sorted(p.name for p in out.iterdir())
+    assert "checkpoint-4" in before
+    # a new run into the same folder would have its checkpoints pruned in favour of the old run's checkpoint-4
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "2", "--save-every", "1", "--seed", "9"))
+    assert r.exit_code == 1, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith(f"Error: {out} already holds another training run")
+    assert "--resume latest" in r.output and "--overwrite" in r.output
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing touched
+    # --overwrite replaces the old run
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "2", "--save-every", "1", "--seed", "9",
+                             "--overwrite"))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert find_checkpoint(out).name == "checkpoint-2"
+    assert json.loads((out / "training_args.json").read_text())["seed"] == 9
+    # --overwrite never deletes a folder that is not a training run's
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, other, "--max-steps", "1", "--overwrite"))
+    assert r.exit_code == 1 and "not a kd-train run" in r.output and (other / "mine.txt").read_text() == "keep me"
+
+
+def test_resume_with_other_settings_is_refused_unless_force(tmp_path, tiny_distilbert_dir, jsonl):
+    out = tmp_path / "run"
+    base = ("--max-steps", "3", "--save-every", "2")
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, *base))
+    assert r.exit_code == 0, r.output
+    ckpt = out / "checkpoint-2"
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, *base, "--resume", "latest", "--lr", "2e-2", "--seed",
+                             "8", "--passage-max-length", "24"))
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert r.output.startswith(f"Error: {ckpt} was trained with other settings")
+    for diff in ("lr: 0.01 -> 0.02", "seed: 7 -> 8", "passage_max_length: 32 -> 24", "--force"):
+        assert diff in r.output, (diff, r.output)
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "4", "--save-every", "2", "--resume",
+                             "latest", "--student", str(tmp_path)))
+    assert r.exit_code == 1 and "total_steps: 3 -> 4" in r.output and "student: " in r.output, r.output
+    # the same settings resume; --force resumes with different ones
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, *base, "--resume", "latest"))
+    assert r.exit_code == 0 and "trained 3 steps" in r.output, r.output
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, *base, "--resume", "latest", "--lr", "2e-2", "--force"))
+    assert r.exit_code == 0 and "trained 3 steps" in r.output, r.output
+    # resuming an older checkpoint while newer ones exist would mix two timelines
+    full = tmp_path / "full"
+    four = ("--max-steps", "4", "--save-every", "2")
+    assert _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, full, *four)).exit_code == 0
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, full, *four, "--resume", str(full / "checkpoint-2")))
+    assert r.exit_code == 1 and "checkpoint-4, newer than checkpoint-2" in r.output, r.output
+
+
+def test_ctrl_c_stops_cleanly_and_resume_latest_completes(tmp_path, tiny_distilbert_dir, jsonl):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kd_pyserini.train", *_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps",
+                                                                 "25", "--save-every", "1")]  # ~20 s
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
+    deadline = time.time() + 180
+    while not (out / "checkpoint-1" / STATE_FILE).is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    lines = [x for x in stderr.splitlines() if "WARNING" not in x]
+    assert len(lines) == 1 and lines[0].startswith("kd-train: interrupted at step ") and \
+        "--resume latest" in lines[0], stderr
+    assert not list(tmp_path.glob("hs_err_pid*.log")) and not list(Path.cwd().glob("hs_err_pid*.log"))
+    for d in out.glob("checkpoint-*"):  # no half-written checkpoint under a final name
+        assert (d / STATE_FILE).is_file() and (d / "model.safetensors").is_file(), d
+    last = find_checkpoint(out)
+    assert _encodes_finite(last)
+    r = subprocess.run(cmd + ["--resume", "latest"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "trained 25 steps" in r.stdout, r.stderr
+    assert not list(out.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: file "
+                 "write failed"),
+    OSError(28, "No space left on device"),
+])
+def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, tiny_distilbert_dir, jsonl,
+                                                                              monkeypatch, error):
+    out = tmp_path / "run"
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        if "checkpoint-2" in str(f):
+            Path(f).write_bytes(b"partial")
+            raise error
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "4", "--save-every", "1"))
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert r.output.startswith(f"Error: could not write checkpoint-2 to {out}: ")
+    if isinstance(error, OSError):
+        assert "No space left on device" in r.output
+    assert f"the previous checkpoint {out / 'checkpoint-1'} is intact" in r.output
+    assert not (out / "checkpoint-2").exists() and not list(out.glob(".tmp-*"))
+    state = torch.load(out / "checkpoint-1" / STATE_FILE, weights_only=True)
+    assert state["step"] == 1 and _encodes_finite(out / "checkpoint-1")
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: --resume latest continues
+    r = _kd_train(*_cli_args(jsonl, tiny_distilbert_dir, out, "--max-steps", "4", "--save-every", "1", "--resume",
+                             "latest"))
+    assert r.exit_code == 0 and "trained 4 steps" in r.output, r.output
+
+
+def _teacher_files(d: Path, rows: list[tuple[str, str]], bom: bool = False) -> dict[str, Path]:
+    """The same triples (given scores) as text, jsonl and ids files (+ collection and queries for the ids)."""
+    head = "\ufeff" if bom else ""
+    files = {"text": d / "t.tsv", "jsonl": d / "t.jsonl", "ids": d / "t.ids.tsv", "collection": d / "c.tsv",
+             "queries": d / "q.tsv"}
+    files["text"].write_text(head + "".join(f"{p}\t{n}\tquery {i}\tpos {i}\tneg {i}\n"
+                                            for i, (p, n) in enumerate(rows)), encoding="utf-8")
+    files["jsonl"].write_text(head + "".join(f'{{"query": "query {i}", "pos": ["pos {i}"], "neg": ["neg {i}"], '
+                                             f'"pos_scores": [{p}], "neg_scores": [{n}]}}\n'
+                                             for i, (p, n) in enumerate(rows)), encoding="utf-8")
+    files["ids"].write_text(head + "".join(f"{p}\t{n}\t{i}\t{2 * i}\t{2 * i + 1}\n" for i, (p, n) in enumerate(rows)),
+                            encoding="utf-8")
+    files["collection"].write_text(head + "".join(f"{2 * i}\tpos {i}\n{2 * i + 1}\tneg {i}\n"
+                                                  for i in range(len(rows))), encoding="utf-8")
+    files["queries"].write_text(head + "".join(f"{i}\tquery {i}\n" for i in range(len(rows))), encoding="utf-8")
+    return files
+
+
+def _load(files: dict[str, Path], fmt: str, **kw):
+    if fmt == "ids":
+        return load_teacher(files["ids"], "ids", files["collection"], files["queries"], **kw)
+    return load_teacher(files[fmt], fmt, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "ids"])
+def test_teacher_scores_that_overflow_float32_are_refused(tmp_path, fmt):
+    name = {"text": "t.tsv", "jsonl": "t.jsonl", "ids": "t.ids.tsv"}[fmt]
+    files = _teacher_files(tmp_path, [("3.5", "1.0"), ("1e39", "1.0"), ("2.0", "1.0")])
+    with pytest.raises(FormatError, match=rf"{name}:2: score .*1e\+?39.* does not fit in float32") as e:
+        _load(files, fmt)
+    assert e.value.line_no == 2
+    data = _load(files, fmt, skip_bad=True)
+    assert len(data) == 2 and data.skipped == 1 and np.isfinite(data.margins()).all()
+    # each score fits, but the margin's square overflows float32 in the loss
+    files = _teacher_files(tmp_path, [("3e38", "-3e38"), ("1", "0")])
+    with pytest.raises(FormatError, match=rf"{name}:1: a teacher margin of .* is too large"):
+        _load(files, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "ids"])
+def test_byte_order_marks_are_stripped_and_bad_bytes_are_file_line_errors(tmp_path, fmt):
+    files = _teacher_files(tmp_path, [("3.5", "1.0"), ("2.0", "1.5")], bom=True)
+    data = _load(files, fmt)
+    assert len(data) == 2 and data.skipped == 0
+    t = data[0]
+    assert (t.query, t.pos, t.neg, t.margin) == ("query 0", "pos 0", "neg 0", 2.5)
+    assert data[1].query == "query 1" and detect_format(files, fmt) == fmt
+    # bytes that are not UTF-8: file:line, not U+FFFD or a bare UnicodeDecodeError
+    target = files[fmt]
+    raw = target.read_bytes().split(b"\n")
+    raw[1] = raw[1].replace(b"1", b"\xff1", 1)
+    target.write_bytes(b"\n".join(raw))
+    with pytest.raises(FormatError, match=rf"{target.name}:2: not valid UTF-8 \(byte 0xff"):
+        _load(files, fmt)
+    assert len(_load(files, fmt, skip_bad=True)) == 1
+
+
+def detect_format(files: dict[str, Path], fmt: str) -> str:
+    from kd_pyserini.train.teacher_files import detect_teacher_format
+
+    if fmt == "ids":
+        return detect_teacher_format(files["ids"], files["collection"], files["queries"])
+    return detect_teacher_format(files[fmt])
+
+
+def test_offset_index_strips_bom_and_names_bad_bytes(tmp_path):
+    for name, body in (("dense.tsv", "0\tzero\n1\tone\n"), ("strings.tsv", "doc-a\talpha\ndoc-b\tbeta\n")):
+        for gz in (False, True):
+            f = tmp_path / (name + (".gz" if gz else ""))
+            raw = b"\xef\xbb\xbf" + body.encode()
+            f.write_bytes(gzip.compress(raw) if gz else raw)
+            idx = OffsetIndex(f)
+            first, text = body.split("\n")[0].split("\t")
+            assert first in idx and idx.get(first) == text and len(idx) == 2, (f, idx.get(first))
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"0\tzero\n1\tcaf\xe9\n2\ttwo\n")
+    with pytest.raises(FormatError, match=r"bad\.tsv:2: not valid UTF-8 \(byte 0xe9 at byte 6"):
+        OffsetIndex(bad)
+    idx = OffsetIndex(bad, skip_bad=True)
+    assert idx.skipped == 1 and "1" not in idx and idx.get("2") == "two"
+
+
+def test_weights_check_is_exact():
+    """The per-step weight check: huge but finite weights pass (no false alarm from a sum overflowing), any NaN or
+    inf element fails."""
+    from kd_pyserini.train.distributed import Dist
+    from kd_pyserini.train.guards import weights_finite
+
+    params = [torch.randn(50, 8), torch.randn(8)]
+    assert weights_finite(params, Dist())
+    params[0].fill_(3e38)  # the sum overflows float32, every element is finite
+    assert weights_finite(params, Dist())
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        p = [x.clone() for x in params]
+        p[1][3] = bad
+        assert not weights_finite(p, Dist())

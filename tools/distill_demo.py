@@ -240,7 +240,8 @@ def bench_tasb(work: Path, data: Path, steps: int, threads: int, precision: str,
     cmd = [sys.executable, "-m", "kd_pyserini.train", "margin-mse",
            "--teacher", str(teacher), "--student", str(model_dir),
            "--output", str(out), "--batch-size", str(batch_size), "--max-steps", str(steps), "--save-every", "0",
-           "--log-every", "1", "--precision", precision, "--cpu-threads", str(threads), "--no-progress"]
+           "--log-every", "1", "--precision", precision, "--cpu-threads", str(threads), "--no-progress",
+           "--overwrite"]  # a rerun replaces the previous benchmark run
     _log("bench: kd-train " + shlex.join(cmd[3:]))
     subprocess.run(cmd, check=True)
     with open(out / "train_log.csv", newline="") as f:
@@ -319,7 +320,7 @@ def main(argv=None) -> int:
            "--student", str(init_dir), "--output", str(out), "--batch-size", str(args.batch_size),
            "--lr", f"{args.lr:g}", "--max-steps", str(150 if args.quick else args.max_steps), "--seed",
            str(args.seed), "--save-every", "0", "--log-every", "10", "--cpu-threads", str(args.threads),
-           "--no-progress"]
+           "--no-progress", "--overwrite"]  # a rerun of the demo trains the student again
     if args.in_batch_weight:
         cmd += ["--in-batch-weight", f"{args.in_batch_weight:g}"]
     shown = "kd-train " + shlex.join(cmd[3:])

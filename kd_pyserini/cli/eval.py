@@ -9,16 +9,22 @@ Usage::
     kd-eval BENCHMARK                                   # the benchmark's reproduction runs (kd_pyserini.reproduce)
 
 Options: ``--per-query``, ``--format table|markdown|json|csv``, ``--significance ttest|randomization|none``
-(each run against the FIRST), ``--significance-level 0.05`` (old spelling ``--alpha``, one more release), ``--permutations 10000``, ``--seed 0``.
+(each run against the FIRST), ``--significance-level 0.05`` (old spelling ``--alpha``, one more release),
+``--permutations 10000``, ``--seed 0``.
 
 BENCHMARK is one of ``trec-dl-19`` (``dl19-passage``), ``trec-dl-20`` (``dl20``), ``msmarco-dev``
 (``msmarco-passage-dev-subset``) or ``scifact`` (``beir-v1.0.0-scifact-test``). Measures are ir_measures names
 (``nDCG@10``, ``RR(rel=2)@10``, ``R@1000``, ``AP(rel=2)``, ...; see :mod:`kd_pyserini.evaluation`).
 
-Output goes to stdout; warnings about the inputs (duplicate docids, run queries without judgements, judged queries
-without results, empty runs) go to stderr. JSON is ``{run: {measure: value}}`` (``{run: {measure: {qid: value}}}``
-with ``--per-query``) keyed by the run path as given; CSV is long format. A malformed run or qrels line stops with a
-one-line ``file:line: ...`` error. Also runnable as ``python -m kd_pyserini.cli.eval``.
+Output goes to stdout; warnings about the inputs (run queries without judgements, judged queries without results)
+go to stderr. JSON is ``{run: {measure: value}}`` (``{run: {measure: {qid: value}}}`` with ``--per-query``) keyed by
+the run path as given; CSV is long format. Whatever Java trec_eval refuses, kd-eval refuses too, with a one-line
+``Error: file:line: ...`` (exit 1): a malformed run or qrels line, a run mixing TREC and MS MARCO lines, a document
+listed twice for a query in a run or judged twice in the qrels, an empty run or qrels file, a run that answers none
+of the judged queries. kd-eval is stricter on purpose where trec_eval reads something silently wrong: NaN or
+infinite scores, non-numeric scores or grades, bytes that are not UTF-8 are refused; it differs on purpose in
+reading MS MARCO runs (``qid<TAB>docid<TAB>rank``), dropping a leading UTF-8 byte-order mark and allowing blank
+lines in qrels (tests/test_io.py holds the case table). Also runnable as ``python -m kd_pyserini.cli.eval``.
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ import click
 
 from kd_pyserini.cli.options import KdCommand, measures_option
 from kd_pyserini.eval_report import FORMATS, format_comparison, simple_table
-from kd_pyserini.evaluation import (BENCHMARKS, SIGNIFICANCE_TESTS, MeasureError, check_inputs, compare_runs,
-                                    official_measures, parse_measures, resolve_benchmark)
-from kd_pyserini.trec_io import Qrels, RunWarnings, read_run
+from kd_pyserini.evaluation import (BENCHMARKS, SIGNIFICANCE_TESTS, MeasureError, compare_runs, official_measures,
+                                    parse_measures, read_run_checked, resolve_benchmark)
+from kd_pyserini.trec_io import Qrels
 
 OLD_NAMES = {"--alpha": "--significance-level"}
 
@@ -151,12 +157,16 @@ def main(args, qrels_opt, measures, per_query, fmt, significance, significance_l
         raise click.ClickException(f"qrels {qrels_src}: no judgements")
     runs = {}
     for path in run_paths:
-        rw = RunWarnings()
-        runs[path] = read_run(path, warnings=rw)
-        for msg in check_inputs(runs[path], qrels, read_warnings=rw, source=path).messages():
+        # duplicates="error": trec_eval refuses a run listing a document twice for a query ("duplicate docs")
+        runs[path], warnings = read_run_checked(path, qrels, duplicates="error")
+        if warnings.n_judged and len(warnings.missing_qids) == warnings.n_judged:
+            raise click.ClickException(f"{path}: the run answers none of the {warnings.n_judged} judged queries of "
+                                       f"{qrels_src} (wrong qrels or benchmark?); trec_eval refuses it too (\"No "
+                                       "queries with both results and relevance info\")")
+        for msg in warnings.messages():
             click.echo(f"kd-eval: warning: {msg}", err=True)
-    cmp = compare_runs(runs, qrels, measures, test=None if significance == "none" else significance, alpha=significance_level,
-                       n_permutations=permutations, seed=seed)
+    cmp = compare_runs(runs, qrels, measures, test=None if significance == "none" else significance,
+                       alpha=significance_level, n_permutations=permutations, seed=seed)
     click.echo(format_comparison(cmp, fmt, per_query=per_query), nl=False)
 
 

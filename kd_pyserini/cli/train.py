@@ -6,7 +6,7 @@ Usage::
              [--student distilbert-base-uncased | HUB_ID | DIR | CARD] --output DIR
              [--lr 7e-6] [--batch-size 32] [--epochs 1 | --max-steps N] [--warmup-steps N]
              [--device cuda] [--precision fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
-             [--in-batch-weight W] [--save-every N] [--resume DIR|latest]
+             [--in-batch-weight W] [--save-every N] [--resume DIR|latest [--force] | --overwrite]
              [--validation-candidates candidates.dl19.bm25-top100.tsv.gz --validation-qrels dl19-passage
               --measures nDCG@10,RR@10 --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard]
              [--skip-bad] [--progress/--no-progress]
@@ -15,6 +15,11 @@ Teacher files: ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid`` (Hofs
 ``--collection``/``--queries``), ``pos_score<TAB>neg_score<TAB>query<TAB>pos<TAB>neg``, or JSONL with ``query``,
 ``pos``, ``neg``, ``pos_scores``, ``neg_scores``. Several GPUs: ``torchrun --nproc_per_node N -m kd_pyserini.train
 margin-mse ...`` (``--batch-size`` is per process). Also runnable as ``python -m kd_pyserini.train``.
+
+``--output`` must be new or empty: a folder that holds another run is refused unless ``--resume`` continues it
+(with the same settings, or ``--force``) or ``--overwrite`` replaces it. Ctrl-C stops with status 130 and keeps the
+last complete checkpoint; run the same command plus ``--resume latest`` to continue.
+
 Old spellings (one more release, with a warning): ``--validation-measures`` (``--measures``).
 """
 
@@ -29,8 +34,8 @@ import click
 from kd_pyserini.cli.options import (KdCommand, KdGroup, batch_size_option, device_option, measures_option,
                                      output_option, passage_max_length_option, precision_option, progress_option,
                                      query_max_length_option)
-from kd_pyserini.train.data import TEACHER_FORMATS
 from kd_pyserini.train.model import DEFAULT_STUDENT
+from kd_pyserini.train.teacher_files import TEACHER_FORMATS
 
 OLD_NAMES = {"--validation-measures": "--measures"}
 
@@ -80,6 +85,9 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Seeds the data order and dropout.")
 @click.option("--resume", default=None, metavar="DIR|latest",
               help="Continue exactly from a checkpoint-N folder, an output folder's latest, or 'latest' (--output).")
+@click.option("--force", is_flag=True,
+              help="With --resume: continue although the settings differ from the checkpoint's (not exact).")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run left in --output.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations in backward (less memory).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the transformer.")
 @click.option("--in-batch-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -116,11 +124,14 @@ def margin_mse_cmd(compile_: bool, progress: bool | None, measures: str, **optio
     Defaults follow the paper: DistilBERT student, CLS pooling, dot product, query/passage max length 30/200,
     AdamW at 7e-6, batch size 32.
     """
+    from kd_pyserini.errors import one_line
+    from kd_pyserini.train.config import NonFiniteLossError, TrainConfig, TrainingInterrupted
     from kd_pyserini.trec_io import FormatError
-    from kd_pyserini.train.trainer import NonFiniteLossError, TrainConfig, train_margin_mse
 
     measures = tuple(m.strip() for m in measures.split(",") if m.strip())
     try:
+        from kd_pyserini.train.trainer import train_margin_mse
+
         cfg = TrainConfig(compile=compile_, progress=progress, validation_measures=measures, **options)
         result = train_margin_mse(cfg)
     except FormatError as e:
@@ -128,11 +139,13 @@ def margin_mse_cmd(compile_: bool, progress: bool | None, measures: str, **optio
     except NonFiniteLossError as e:
         click.echo(f"kd-train: error: {e}", err=True)
         sys.exit(3)
-    except KeyboardInterrupt:
-        click.echo(f"kd-train: interrupted; continue with --resume {options['output']}", err=True)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, status 130, no traceback
+        detail = str(e) if isinstance(e, TrainingInterrupted) else \
+            "interrupted before training started; nothing was written (run the same command again)"
+        click.echo(f"kd-train: {detail}", err=True)
         sys.exit(130)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+    except (ValueError, OSError) as e:
+        raise click.ClickException(one_line(e)) from None
     if os.environ.get("RANK", "0") != "0":  # torchrun: only rank 0 reports (and writes)
         return
     click.echo(f"trained {result.steps} steps; final model: {result.final_dir}")

@@ -35,9 +35,10 @@ from kd_pyserini.encoding.fast_linear import _FastLinear, fast_linear_available,
 from kd_pyserini.encoding.int8 import CALIBRATION_TEXTS, _Smoothed, quantize_int8
 from kd_pyserini.encoding.loading import ModelLoadError, hub_cached, hub_reachable, load_model
 from kd_pyserini.encoding.pooling import pad_batch, pool
-from kd_pyserini.encoding.text_encoder import TextEncoder
+from kd_pyserini.encoding.text_encoder import NonFiniteVectorError, TextEncoder
 
 # _FastLinear and _Smoothed are internals, reachable here for the fidelity tests and the benchmarks.
-__all__ = ["PRECISIONS", "resolve_device", "TextEncoder", "pool", "pad_batch", "ModelLoadError", "load_model",
+__all__ = ["PRECISIONS", "resolve_device", "TextEncoder", "NonFiniteVectorError", "pool", "pad_batch",
+           "ModelLoadError", "load_model",
            "hub_cached", "hub_reachable", "fast_linear_available", "use_fast_linear", "quantize_int8",
            "CALIBRATION_TEXTS"]

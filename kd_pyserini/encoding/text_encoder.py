@@ -21,10 +21,26 @@ from kd_pyserini.encoding.fast_linear import use_fast_linear
 from kd_pyserini.encoding.int8 import quantize_int8
 from kd_pyserini.encoding.loading import load_model
 from kd_pyserini.encoding.pooling import pad_batch, pool
+from kd_pyserini.errors import KdError
 
-__all__ = ["TextEncoder"]
+__all__ = ["TextEncoder", "NonFiniteVectorError"]
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteVectorError(KdError, ValueError):
+    """The model produced NaN or infinite vectors: its weights are broken (e.g. a diverged training checkpoint).
+
+    Attributes:
+        model: where the model was loaded from.
+        bad / total: how many of the texts of the call got a non-finite vector.
+        first_index: the position of the first such text in the call's input.
+    """
+
+    def __init__(self, model: str, bad: int, total: int, first_index: int):
+        self.model, self.bad, self.total, self.first_index = model, bad, total, first_index
+        super().__init__(f"encoder {model} produced non-finite vectors (NaN/inf) for {bad} of {total} texts, first "
+                         f"text #{first_index}: the weights are broken (a diverged checkpoint?)")
 
 
 class TextEncoder:
@@ -81,6 +97,13 @@ class TextEncoder:
         self._single_tokenizers: dict[int, Any] = {}
         self._single_lock = threading.Lock()
 
+    def _check_finite(self, out: np.ndarray) -> np.ndarray:
+        """``out`` itself, or :class:`NonFiniteVectorError` when a vector holds NaN/inf (one ``isfinite`` pass)."""
+        if not np.isfinite(out).all():
+            bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+            raise NonFiniteVectorError(self.card.model_id, int(bad.sum()), len(out), int(np.argmax(bad)))
+        return out
+
     def _autocast(self) -> torch.autocast:
         if self.precision == "bf16" and self.device.type == "cpu":
             return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -113,12 +136,15 @@ class TextEncoder:
 
         The texts are tokenised once, sorted by token length (longest first) and batched, so each batch is padded
         only to its own longest text; the output is put back in the input order. On CUDA see :meth:`_embed_cuda`.
+
+        Raises:
+            NonFiniteVectorError: a vector holds NaN/inf (broken weights), naming the model.
         """
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         bs = batch_size or self.batch_size
         if self.device.type == "cuda":
-            return self._embed_cuda(texts, max_length, bs)
+            return self._check_finite(self._embed_cuda(texts, max_length, bs))
         ids = self._tokenize(texts, max_length)
         order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
@@ -126,7 +152,7 @@ class TextEncoder:
             idx = order[start:start + bs]
             input_ids, mask = self._pad([ids[i] for i in idx])
             out[idx] = self._forward(input_ids, mask).cpu().numpy()
-        return out
+        return self._check_finite(out)
 
     # --- one text -----------------------------------------------------------------------------------------------
 
@@ -159,13 +185,16 @@ class TextEncoder:
         """Encode one text into a 1-D float32 vector with the least per-call work (the single-query path).
 
         Same vector as ``embed([text], max_length)[0]``: one text needs no padding, so no attention mask is built.
+
+        Raises:
+            NonFiniteVectorError: the vector holds NaN/inf (broken weights), naming the model.
         """
         tok = self._single_tokenizer(max_length)
         if tok is None:
             return self.embed([text], max_length)[0]
         ids = tok.encode(text).ids
         input_ids = torch.tensor([ids], dtype=torch.long)
-        return self._forward(input_ids, None)[0].cpu().numpy()
+        return self._check_finite(self._forward(input_ids, None).cpu().numpy())[0]
 
     # --- CUDA -----------------------------------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from kd_pyserini.corpus import corpus_files, detect_format, read_corpus
-from kd_pyserini.index.layout import (BM25_FORMAT_NAME, METADATA_FILENAME, IndexBuildError, corpus_fingerprint,
-                                      corpus_summary, install_dir, new_build_dir, now, package_versions,
-                                      raw_contents, reserve_output, write_json)
+from kd_pyserini.index.layout import (BM25_FORMAT_NAME, METADATA_FILENAME, IndexBuildError, claim_output,
+                                      corpus_fingerprint, corpus_summary, crash_before_install, install_dir,
+                                      new_build_dir, now, package_versions, raw_contents, reserve_output,
+                                      write_json)
 from kd_pyserini.progress import progress_bar
 from kd_pyserini.trec_io import FormatError
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DOCS_PER_FILE = 500_000
 """Documents per converted JsonCollection file for ``kd-index bm25`` (Anserini indexes one file per thread)."""
+#: empty documents named in the warning.
+SHOW_EMPTY = 5
 
 
 def _anserini_index(input_dir: Path, index_dir: Path, threads: int, extra: Sequence[str] = ()) -> None:
@@ -41,16 +44,18 @@ def _anserini_index(input_dir: Path, index_dir: Path, threads: int, extra: Seque
     autoclass("io.anserini.index.IndexCollection").main(args)
 
 
-def _convert_corpus(corpus: str | os.PathLike, fmt: str, coll: Path, progress: bool | None) -> tuple[int, int]:
+def _convert_corpus(corpus: str | os.PathLike, fmt: str, coll: Path,
+                    progress: bool | None) -> tuple[int, int, list[str]]:
     """Write the corpus as JsonCollection files ``docs0000.jsonl``... of :data:`DOCS_PER_FILE` documents each
     (Anserini gives each input file to one thread: split so ``threads`` can be used); returns ``(documents,
-    empty documents)``.
+    empty documents, the first empty ones' ids)``.
 
     Raises:
         FormatError / DuplicateIdError: a malformed line, an unusable or a repeated id, or no passages.
     """
     n = 0
     n_empty = 0
+    empty: list[str] = []
     f: IO[str] | None = None
     try:
         for p in progress_bar(read_corpus(corpus, fmt, check_duplicates=True), unit="doc", desc="converting",
@@ -63,7 +68,10 @@ def _convert_corpus(corpus: str | os.PathLike, fmt: str, coll: Path, progress: b
                     f.close()
                 f = open(coll / f"docs{n // DOCS_PER_FILE:04d}.jsonl", "w", encoding="utf-8")
             contents = p.contents
-            n_empty += not contents.strip()
+            if not contents.strip():
+                n_empty += 1
+                if len(empty) < SHOW_EMPTY:
+                    empty.append(p.id)
             f.write(json.dumps({"id": p.id, "contents": contents}, ensure_ascii=False) + "\n")
             n += 1
     finally:
@@ -71,7 +79,7 @@ def _convert_corpus(corpus: str | os.PathLike, fmt: str, coll: Path, progress: b
             f.close()
     if n == 0:
         raise FormatError(corpus_files(corpus)[0], 0, "the corpus has no passages")
-    return n, n_empty
+    return n, n_empty, empty
 
 
 def _metadata(corpus: str | os.PathLike, fmt: str, fingerprint: list[dict[str, Any]], n: int, n_empty: int,
@@ -115,31 +123,46 @@ def build_bm25_index(corpus: str | os.PathLike, output: str | os.PathLike, *, fm
         IndexBuildError: ``output`` exists, or Anserini indexed a different number of documents.
     """
     output = Path(output)
-    reserve_output(output, overwrite)
-    fmt = fmt or detect_format(corpus)
-    fingerprint = corpus_fingerprint(corpus)
-    work = new_build_dir(output)
-    try:
-        coll = work / "collection"
-        coll.mkdir()
-        t0 = time.perf_counter()
-        n, n_empty = _convert_corpus(corpus, fmt, coll, progress)
-        t_convert = time.perf_counter() - t0
-        lucene = work / "index"
-        t1 = time.perf_counter()
-        _anserini_index(coll, lucene, threads)
-        t_index = time.perf_counter() - t1
-        from pyserini.index.lucene import LuceneIndexReader
-
-        stats = LuceneIndexReader(str(lucene)).stats()
-        indexed = int(stats["documents"])
-        if indexed != n - n_empty:
-            raise IndexBuildError(f"Anserini indexed {indexed} documents of {n} ({n_empty} empty); see its log above")
-        if n_empty:
-            log.warning("%d documents have empty contents; Anserini skips them", n_empty)
-        meta = _metadata(corpus, fmt, fingerprint, n, n_empty, stats, t_convert, t_index, threads, command)
-        write_json(lucene / METADATA_FILENAME, meta)
-        install_dir(lucene, output, overwrite)  # OUTPUT.tmp-xxxx/index -> OUTPUT: one rename
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with claim_output(output):  # also removes what a killed earlier build of OUTPUT left beside it
+        reserve_output(output, overwrite)
+        fmt = fmt or detect_format(corpus)
+        work = new_build_dir(output)
+        try:
+            _build(corpus, fmt, work, output, threads, overwrite, progress, command)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return output
+
+
+def _warn_empty(corpus: str | os.PathLike, n_empty: int, first: Sequence[str]) -> None:
+    if n_empty:
+        more = ", ..." if n_empty > len(first) else ""
+        log.warning("%s: %d document%s empty contents (%s%s); Anserini skips %s, so %s not in the index",
+                    corpus, n_empty, " has" if n_empty == 1 else "s have", ", ".join(first), more,
+                    "it" if n_empty == 1 else "them", "it is" if n_empty == 1 else "they are")
+
+
+def _build(corpus: str | os.PathLike, fmt: str, work: Path, output: Path, threads: int, overwrite: bool,
+           progress: bool | None, command: Sequence[str] | None) -> None:
+    """Convert, index with Anserini in ``work`` and move the Lucene folder to ``output``."""
+    fingerprint = corpus_fingerprint(corpus)
+    coll = work / "collection"
+    coll.mkdir()
+    t0 = time.perf_counter()
+    n, n_empty, empty = _convert_corpus(corpus, fmt, coll, progress)
+    t_convert = time.perf_counter() - t0
+    _warn_empty(corpus, n_empty, empty)
+    lucene = work / "index"
+    t1 = time.perf_counter()
+    _anserini_index(coll, lucene, threads)
+    t_index = time.perf_counter() - t1
+    from pyserini.index.lucene import LuceneIndexReader
+
+    stats = LuceneIndexReader(str(lucene)).stats()
+    indexed = int(stats["documents"])
+    if indexed != n - n_empty:
+        raise IndexBuildError(f"Anserini indexed {indexed} documents of {n} ({n_empty} empty); see its log above")
+    meta = _metadata(corpus, fmt, fingerprint, n, n_empty, stats, t_convert, t_index, threads, command)
+    write_json(lucene / METADATA_FILENAME, meta)
+    crash_before_install()
+    install_dir(lucene, output, overwrite)  # OUTPUT.tmp-xxxx/index -> OUTPUT: one rename

@@ -5,13 +5,23 @@ temporary name and renamed; the ``.npy``, renamed last, marks the chunk as done)
 settings the chunks were encoded with. A run started again with the same settings resumes after the last finished
 chunk; other settings are refused (:func:`check_state`). One process at a time holds the store
 (:func:`lock_store`, an ``flock`` released when the process ends, even by a kill).
+
+Each chunk also carries its own record, the first line of its ``.ids`` file (``#kd_pyserini-chunk<TAB>{json}``; an
+id cannot hold a tab): a key of the settings it was encoded with (encoder card *and* weights fingerprint, lengths,
+precision...), its passage range and a SHA-256 of its passages' ids and texts. A chunk is reused only when its
+record matches (:func:`chunk_record`), so a store whose ``state.json`` was lost (a kill while the store was being
+deleted) can never lend its chunks to a build with another encoder, and a corpus edited in place is noticed even
+when its size and modification time were kept. A chunk being rewritten first loses its ``.npy``, so an ``.ids``
+record never vouches for older vectors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,10 +29,11 @@ import numpy as np
 
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.index.faiss_factory import VectorBlock
-from kd_pyserini.index.layout import IndexBuildError
+from kd_pyserini.index.layout import IndexBuildError, write_error
 
 __all__ = ["CRASH_ENV", "STATE_FILENAME", "partial_dir", "chunk_paths", "chunk_done", "lock_store", "clear_store",
-           "read_state", "check_state", "write_chunk", "read_chunks", "crash_after"]
+           "read_state", "check_state", "write_chunk", "read_chunks", "crash_after", "settings_key", "chunk_record",
+           "discard_chunk", "content_digest", "remove_temp_files"]
 
 CRASH_ENV = "KD_PYSERINI_CRASH_AFTER_CHUNK"
 """Test hook: after writing chunk number ``$KD_PYSERINI_CRASH_AFTER_CHUNK`` (0-based), the process exits at once
@@ -30,7 +41,9 @@ with status 137 without any clean-up, as if killed (``kill -9``). Used by the re
 STATE_FILENAME = "state.json"
 LOCK_NAME = ".lock"
 #: the settings that must match for chunks to be reused.
-STATE_KEYS = ("encoder", "max_length", "precision", "format", "corpus", "shard", "chunk_size")
+STATE_KEYS = ("encoder", "encoder_weights", "max_length", "precision", "format", "corpus", "shard", "chunk_size")
+#: the first characters of a chunk's record line in its ``.ids`` file.
+RECORD_TAG = "#kd_pyserini-chunk\t"
 
 
 def partial_dir(output: Path) -> Path:
@@ -44,9 +57,56 @@ def chunk_paths(partial: Path, k: int) -> tuple[Path, Path]:
 
 
 def chunk_done(partial: Path, k: int) -> bool:
-    """Whether chunk ``k`` is completely on disk."""
+    """Whether chunk ``k`` is completely on disk (its record says whether it can be reused: :func:`chunk_record`)."""
     npy, ids = chunk_paths(partial, k)
     return npy.is_file() and ids.is_file()
+
+
+def settings_key(wanted: dict[str, Any]) -> str:
+    """A SHA-256 of the settings that decide a chunk's vectors (all of ``state.json``'s but the corpus files' sizes
+    and times, which the chunk's own content hash replaces)."""
+    settings = {k: v for k, v in wanted.items() if k != "corpus"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
+    """A SHA-256 of a chunk's passages (ids and texts, length-prefixed), what its vectors were computed from."""
+    h = hashlib.sha256()
+    for d, t in zip(ids, texts, strict=True):
+        h.update(f"{len(d)}:{d}{len(t)}:".encode())
+        h.update(t.encode())
+    return h.hexdigest()
+
+
+def chunk_record(partial: Path, k: int) -> dict[str, Any] | None:
+    """The record of a finished chunk ``k`` (``None``: not finished, or written without a record)."""
+    npy, idf = chunk_paths(partial, k)
+    if not (npy.is_file() and idf.is_file()):
+        return None
+    try:
+        with open(idf, encoding="utf-8") as f:
+            first = f.readline()
+        if not first.startswith(RECORD_TAG):
+            return None
+        record = json.loads(first[len(RECORD_TAG):])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def discard_chunk(partial: Path, k: int) -> None:
+    """Delete chunk ``k``'s files (the ``.npy`` first: without it the chunk is not finished)."""
+    for p in chunk_paths(partial, k):
+        p.unlink(missing_ok=True)
+
+
+def remove_temp_files(partial: Path) -> list[str]:
+    """Delete the hidden temporary files a killed run left in the store (call while holding its lock)."""
+    removed = []
+    for p in partial.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    return removed
 
 
 def lock_store(partial: Path) -> IO[str]:
@@ -91,20 +151,36 @@ def check_state(partial: Path, state: dict[str, Any], wanted: dict[str, Any]) ->
     Raises:
         IndexBuildError: naming the settings that differ.
     """
-    diff = [k for k in STATE_KEYS if state.get(k) != wanted.get(k)]
+    # a store from before weights fingerprints has no "encoder_weights": its chunks carry no record either, so
+    # they are encoded again (never trusted) rather than the whole store refused
+    diff = [k for k in STATE_KEYS if (k in state or k != "encoder_weights") and state.get(k) != wanted.get(k)]
     if diff:
         raise IndexBuildError(
             f"{partial} holds chunks from a run with other settings ({', '.join(diff)} differ); rerun with the "
             "same options to resume it, or pass --restart to discard those chunks")
 
 
-def write_chunk(partial: Path, k: int, ids: list[str], vectors: np.ndarray) -> None:
-    """Put chunk ``k`` on disk: the ids first, then the vectors, whose rename marks the chunk as done."""
+def write_chunk(partial: Path, k: int, ids: list[str], vectors: np.ndarray, record: dict[str, Any]) -> None:
+    """Put chunk ``k`` on disk: any old vectors are deleted, then the record and ids are written, then the vectors,
+    whose rename marks the chunk as done.
+
+    Raises:
+        IndexBuildError: a write failed (a full disk...), in one line; the chunk is left unfinished.
+    """
     npy, idf = chunk_paths(partial, k)
-    with atomic_write(idf) as f:
-        f.writelines(f"{d}\n" for d in ids)
-    with atomic_write(npy, "wb") as f:
-        np.save(f, vectors, allow_pickle=False)
+    target = idf
+    try:
+        npy.unlink(missing_ok=True)
+        with atomic_write(idf) as f:
+            f.write(RECORD_TAG + json.dumps(record, sort_keys=True) + "\n")
+            f.writelines(f"{d}\n" for d in ids)
+        target = npy
+        with atomic_write(npy, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+    except OSError as e:
+        for p in partial.glob(f".{target.name}.*.tmp"):  # a failed close leaves atomic_write's temporary file
+            p.unlink(missing_ok=True)
+        raise write_error(target, e, resume=True) from e
 
 
 def read_chunks(partial: Path, n_chunks: int) -> tuple[list[VectorBlock], list[str], int | None]:
@@ -119,6 +195,8 @@ def read_chunks(partial: Path, n_chunks: int) -> tuple[list[VectorBlock], list[s
     for k in range(n_chunks):
         npy, idf = chunk_paths(partial, k)
         ids_k = idf.read_text(encoding="utf-8").splitlines()
+        if ids_k and ids_k[0].startswith(RECORD_TAG):
+            ids_k = ids_k[1:]
         arr = np.load(npy, mmap_mode="r")
         if arr.shape[0] != len(ids_k):
             raise IndexBuildError(f"{npy} has {arr.shape[0]} vectors but {idf} has {len(ids_k)} ids; delete both "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from kd_pyserini.index.layout import (DOCID_FILENAME, INDEX_FILENAME, METADATA_FILENAME, IndexBuildError,
-                                      install_dir, new_build_dir, write_json)
+from kd_pyserini.index.layout import (DOCID_FILENAME, INDEX_FILENAME, METADATA_FILENAME, CorruptIndexError,
+                                      IndexBuildError, crash_before_install, install_dir, new_build_dir,
+                                      truncated_index_message, write_error, write_json)
 from kd_pyserini.progress import progress_bar
 
 __all__ = ["INDEX_TYPES", "IndexParams", "bytes_per_vector", "make_faiss_index", "VectorBlock", "sample_vectors",
-           "fill_index", "write_faiss_folder", "install_faiss_index"]
+           "fill_index", "write_faiss_folder", "install_faiss_index", "read_faiss_index"]
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +200,52 @@ def fill_index(params: IndexParams, dim: int, blocks: Sequence[VectorBlock],
     return index, desc
 
 
-def write_faiss_folder(folder: Path, index: Any, docids: Sequence[str]) -> None:
-    """Write ``index`` and ``docid`` (one id per line, in vector order) into ``folder``."""
+def read_faiss_index(index_dir: str | Path) -> Any:
+    """``faiss.read_index`` of a dense index folder's ``index`` file, with a one-line error for a file that is
+    truncated (a full disk, a partial copy) or not a FAISS index at all.
+
+    Raises:
+        CorruptIndexError: ``INDEX/index is truncated or not a FAISS index (...); rebuild it``.
+    """
+    import faiss
+
+    path = Path(index_dir) / INDEX_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{index_dir} is not a dense index folder (it has no '{INDEX_FILENAME}'); build one "
+                                "with 'kd-index dense'")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        short_read = re.search(r"read error in .*?: (\d+) != (\d+)", msg)
+        if short_read:
+            detail = f"FAISS read {short_read.group(1)} of {short_read.group(2)} bytes it expected"
+        else:
+            m = re.search(r"\.\w+:\d+: (.*)$", msg)
+            detail = f"FAISS: {(m.group(1) if m else msg)[:160]}"
+        raise CorruptIndexError(truncated_index_message(path, f"{path.stat().st_size} bytes; {detail}")) from None
+
+
+def write_faiss_folder(folder: Path, index: Any, docids: Sequence[str]) -> int:
+    """Write ``index`` and ``docid`` (one id per line, in vector order) into ``folder``; returns the size of the
+    ``index`` file in bytes.
+
+    Raises:
+        IndexBuildError: a write failed (a full disk: ``could not write ...: No space left on device``).
+    """
     import faiss
 
     if index.ntotal != len(docids):
         raise IndexBuildError(f"{index.ntotal} vectors but {len(docids)} ids")
-    faiss.write_index(index, str(folder / INDEX_FILENAME))
-    with open(folder / DOCID_FILENAME, "w", encoding="utf-8") as f:
-        f.writelines(f"{d}\n" for d in docids)
+    path = folder / INDEX_FILENAME
+    try:
+        faiss.write_index(index, str(path))
+        path = folder / DOCID_FILENAME
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{d}\n" for d in docids)
+    except (OSError, RuntimeError) as e:
+        raise write_error(path, e) from e
+    return (folder / INDEX_FILENAME).stat().st_size
 
 
 def install_faiss_index(params: IndexParams, dim: int, blocks: Sequence[VectorBlock], docids: Sequence[str],
@@ -214,14 +253,18 @@ def install_faiss_index(params: IndexParams, dim: int, blocks: Sequence[VectorBl
     """Fill a FAISS index from vector blocks and install it with its docids and metadata, atomically.
 
     The folder is built as ``OUTPUT.tmp-xxxx`` (removed on any failure); ``meta["index"]`` is set to the resolved
-    index parameters.
+    index parameters and the ``index`` file's size (``file_bytes``: searching refuses a truncated file).
     """
     tmp = new_build_dir(output)
     try:
         faiss_index, desc = fill_index(params, dim, blocks, progress=progress)
         meta["index"] = desc
-        write_faiss_folder(tmp, faiss_index, docids)
-        write_json(tmp / METADATA_FILENAME, meta)
+        desc["file_bytes"] = write_faiss_folder(tmp, faiss_index, docids)
+        try:
+            write_json(tmp / METADATA_FILENAME, meta)
+        except OSError as e:
+            raise write_error(tmp / METADATA_FILENAME, e) from e
+        crash_before_install()
         install_dir(tmp, output, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,15 +11,24 @@ plus a ``kd_pyserini.json`` of format :data:`BM25_FORMAT_NAME`; :func:`raw_conte
 
 **Install.** Every index is built in a temporary folder beside its final name (``DIR.tmp-xxxx``, see
 :func:`new_build_dir`) and moved into place in one rename by :func:`install_dir`, so ``DIR`` exists only when it is
-whole. This module only reads files and moves folders: it imports neither FAISS nor Pyserini.
+whole. Every build holds the output's lock (:func:`claim_output`, a hidden ``.DIR.lock`` beside it) while it
+runs, and first removes what a killed earlier build of ``DIR`` left there (``DIR.tmp-*``, ``DIR.old-*``, hidden
+temporary files), restoring the old index when a killed ``--overwrite`` had already moved it aside. This module only
+reads files and moves folders: it imports neither FAISS nor Pyserini.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import json
+import logging
 import os
 import platform
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +36,12 @@ from kd_pyserini.atomic import atomic_write, replace_dir, temp_dir_for
 from kd_pyserini.cards import EncoderCard, get_card
 from kd_pyserini.corpus import corpus_files
 from kd_pyserini.errors import KdError
+from kd_pyserini.index.fingerprint import short, weights_fingerprint
 
 __all__ = ["METADATA_FILENAME", "INDEX_FILENAME", "DOCID_FILENAME", "FORMAT_NAME", "BM25_FORMAT_NAME",
-           "IndexBuildError", "IncompatibleIndexError", "MissingMetadataError", "read_metadata", "load_docids",
+           "IndexBuildError", "IncompatibleIndexError", "MissingMetadataError", "CorruptIndexError", "read_metadata",
+           "load_docids", "write_error", "claim_output", "clean_leftovers", "truncated_index_message",
+           "CRASH_INSTALL_ENV", "crash_before_install",
            "index_info", "check_index_compatible", "raw_contents", "package_versions", "corpus_fingerprint",
            "corpus_summary", "now", "write_json", "reserve_output", "new_build_dir", "install_dir"]
 
@@ -55,6 +67,47 @@ class IncompatibleIndexError(KdError, ValueError):
 
 class MissingMetadataError(KdError, FileNotFoundError):
     """A folder has no ``kd_pyserini.json`` (it was not built by kd-index)."""
+
+
+class CorruptIndexError(KdError, OSError):
+    """An index file is truncated or is not what it should be (e.g. a FAISS ``index`` cut short by a full disk)."""
+
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(index_dir: Path, kind: str, message: str) -> None:
+    key = (str(index_dir.resolve()), kind)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def truncated_index_message(path: str | os.PathLike, detail: str) -> str:
+    """The one line for a FAISS ``index`` file that cannot be read."""
+    return f"{path} is truncated or not a FAISS index ({detail}); rebuild it"
+
+
+def write_error(path: str | os.PathLike, error: BaseException, resume: bool = False) -> IndexBuildError:
+    """A one-line :class:`IndexBuildError` for a failed write of ``path`` (``OSError`` from Python and numpy,
+    ``RuntimeError`` from FAISS): ``could not write PATH: No space left on device (...)``.
+
+    A short write (numpy's ``N requested and M written``, FAISS's ``write error ... N != M``) happens on a full
+    disk (or quota), so it is reported as such."""
+    raw = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        reason = os.strerror(code)
+    elif "No space left" in raw:
+        reason = "No space left on device"
+    elif re.search(r"\d+ requested and \d+ written|write error", raw):
+        reason = f"No space left on device ({raw})"
+    else:
+        reason = raw
+    fix = "free some space" if reason.startswith("No space") else "fix that"
+    kept = " (finished chunks are kept)" if resume else ""
+    return IndexBuildError(f"could not write {path}: {reason}; {fix} and run the same command again{kept}")
 
 
 # ------------------------------------------------------------------------------------------------------ reading
@@ -85,21 +138,32 @@ def index_info(index_dir: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def check_index_compatible(index_dir: str | os.PathLike, card: EncoderCard | str,
-                           dimension: int | None = None) -> dict[str, Any] | None:
+def check_index_compatible(index_dir: str | os.PathLike, card: EncoderCard | str, dimension: int | None = None,
+                           *, allow_encoder_mismatch: bool = False) -> dict[str, Any] | None:
     """Refuse to search a dense index with another encoder than the one that built it.
+
+    The encoders are compared by their weights: an index records the SHA-256 of the weight files of the encoder
+    that built it (:func:`~kd_pyserini.index.fingerprint.weights_fingerprint`), so two different models that share
+    a name (``checkpoint-30`` of two runs) are told apart, and the same weights under another name are accepted.
+    When either side has no fingerprint (an index built before fingerprints were recorded: warned about once; an
+    encoder whose weight files are not on disk), the names are compared as before. The vector size, similarity and
+    (for an index of a FAISS file size on record) a truncated ``index`` file are checked too.
 
     Args:
         index_dir: the index folder.
         card: the query encoder's card (or name).
         dimension: the query encoder's vector size (default: the card's).
+        allow_encoder_mismatch: search anyway, with a warning, when the encoder differs (other weights or another
+            name); what ``kd-search --allow-encoder-mismatch`` passes. A different dimension or similarity is
+            still refused (the scores would be meaningless).
 
     Returns:
         The index metadata, or ``None`` for an index without ``kd_pyserini.json`` (e.g. Pyserini's own), which is
         accepted (the caller should still compare the FAISS dimension).
 
     Raises:
-        IncompatibleIndexError: a different encoder or dimension, in one line saying what to do.
+        IncompatibleIndexError: a different encoder or dimension, in one line naming both and what to do.
+        CorruptIndexError: the ``index`` file is shorter or longer than when it was built.
         FileNotFoundError: ``index_dir`` is not a dense index folder.
     """
     d = Path(index_dir)
@@ -111,14 +175,54 @@ def check_index_compatible(index_dir: str | os.PathLike, card: EncoderCard | str
     dim = dimension or card.dimension
     if meta is None:
         return None
+    recorded = (meta.get("index") or {}).get("file_bytes")
+    if recorded is not None:
+        size = (d / INDEX_FILENAME).stat().st_size
+        if size != int(recorded):
+            raise CorruptIndexError(truncated_index_message(
+                d / INDEX_FILENAME, f"{size} bytes, {recorded} when it was built"))
     built = meta.get("encoder") or {}
-    same = (card.name == built.get("name") or card.model_id == built.get("model_id") or
-            _same_path(card.model_id, built.get("model_id")))
-    if not same:
-        raise IncompatibleIndexError(
-            f"index {d} was built with encoder '{built.get('name')}' ({built.get('model_id')}), not "
-            f"'{card.name}' ({card.model_id}); queries must be encoded by the same model: search with --encoder "
-            f"{built.get('name')} or rebuild the index with --encoder {card.name}")
+    built_fp = (meta.get("encoder_weights") or {}).get("sha256")
+    query_fp = (weights_fingerprint(card) or {}).get("sha256") if built_fp else None
+    same_name = (card.name == built.get("name") or card.model_id == built.get("model_id") or
+                 _same_path(card.model_id, built.get("model_id")))
+    built_desc = f"'{built.get('name')}' ({built.get('model_id')}, weights sha256 {short(built_fp)})"
+    query_desc = f"'{card.name}' ({card.model_id}, weights sha256 {short(query_fp)})"
+    if built_fp and query_fp:
+        if built_fp == query_fp:
+            if built.get("pooling") not in (None, card.pooling):
+                raise IncompatibleIndexError(
+                    f"index {d} was built with {built['pooling']} pooling, encoder '{card.name}' (same weights) "
+                    f"uses {card.pooling}; give the encoder a card with pooling = \"{built['pooling']}\"")
+        else:
+            message = (f"index {d} was built with encoder {built_desc}, but the query encoder {query_desc} has "
+                       "other weights")
+            if not allow_encoder_mismatch:
+                raise IncompatibleIndexError(
+                    f"{message}; queries must be encoded by the same model: search with --encoder "
+                    f"{built.get('model_id')}, rebuild the index with this encoder, or pass "
+                    "--allow-encoder-mismatch if this is intended")
+            _warn_once(d, "mismatch", f"{message}; searching anyway (--allow-encoder-mismatch)")
+    else:
+        if not same_name:
+            message = (f"index {d} was built with encoder '{built.get('name')}' ({built.get('model_id')}), not "
+                       f"'{card.name}' ({card.model_id})")
+            if not allow_encoder_mismatch:
+                raise IncompatibleIndexError(
+                    f"{message}; queries must be encoded by the same model: search with --encoder "
+                    f"{built.get('name')} or rebuild the index with --encoder {card.name} (or pass "
+                    "--allow-encoder-mismatch if this is intended)")
+            _warn_once(d, "mismatch", f"{message}; searching anyway (--allow-encoder-mismatch)")
+        if not built_fp:
+            _warn_once(d, "no-fingerprint",
+                       f"index {d} records no fingerprint of its encoder's weights (built by an older kd-index, or "
+                       "by an encoder object without weight files), so "
+                       f"only the encoder's name '{built.get('name')}' could be compared, not its weights; rebuild "
+                       "the index to record one")
+        else:
+            _warn_once(d, "no-query-fingerprint",
+                       f"the weight files of encoder '{card.name}' ({card.model_id}) are not on disk, so its weights "
+                       f"could not be compared with those that built index {d}")
     if dim is not None and meta.get("dimension") is not None and int(meta["dimension"]) != int(dim):
         raise IncompatibleIndexError(
             f"index {d} holds {meta['dimension']}-dimensional vectors but encoder '{card.name}' makes "
@@ -231,6 +335,107 @@ def reserve_output(output: Path, overwrite: bool) -> None:
 def new_build_dir(output: Path) -> Path:
     """A new empty ``OUTPUT.tmp-xxxx`` folder beside ``output``, where the index is built."""
     return temp_dir_for(output, "tmp")
+
+
+def _lock_path(output: Path) -> Path:
+    return output.parent / f".{output.name}.lock"
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+def clean_leftovers(output: Path) -> list[str]:
+    """Remove what killed builds of ``output`` left beside it; call only while holding :func:`claim_output`.
+
+    ``OUTPUT.tmp-*`` (an index being built), ``OUTPUT.old-*`` (an old index moved aside by ``--overwrite``) and
+    hidden ``.OUTPUT.*.tmp`` files (:class:`~kd_pyserini.atomic.atomic_write`). When ``output`` itself is missing
+    and an ``OUTPUT.old-*`` still holds the old index (the kill came between the two renames of ``--overwrite``),
+    that index is put back first, so nothing that was there is lost. Returns the names removed.
+    """
+    parent, name = output.parent, output.name
+    if not parent.is_dir():
+        return []
+    olds = sorted((p for p in parent.iterdir() if p.name.startswith(f"{name}.old-") and (p / "old").is_dir()),
+                  key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if olds and not output.exists() and not output.is_symlink():
+        os.replace(olds[0] / "old", output)
+        log.warning("put back %s, which an interrupted --overwrite had moved to %s", output, olds[0])
+    removed, freed = [], 0
+    for p in sorted(parent.iterdir()):
+        n = p.name
+        ours = n.startswith((f"{name}.tmp-", f"{name}.old-")) or (n.startswith(f".{name}.") and n.endswith(".tmp"))
+        if not ours:
+            continue
+        freed += _size(p)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(n)
+    if removed:
+        log.warning("removed %s, left beside %s by an interrupted kd-index run (%.1f MB freed)",
+                    ", ".join(removed), output, freed / 1e6)
+    return removed
+
+
+@contextlib.contextmanager
+def claim_output(output: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``output``'s build lock (an ``flock`` on ``.OUTPUT.lock`` beside it, released when the process ends,
+    even by a kill) for the whole build, after removing what killed earlier builds left (:func:`clean_leftovers`):
+    since every build of ``output`` holds the lock, leftovers found while holding it belong to no live process.
+
+    Raises:
+        IndexBuildError: another process is building ``output``.
+    """
+    import fcntl
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = _lock_path(output)
+    for _ in range(20):
+        f = open(path, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise IndexBuildError(f"another kd-index process is building {output} (it holds {path}); wait for it "
+                                  "to finish (or stop it) before starting this one") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file that is there
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    else:  # pragma: no cover
+        raise IndexBuildError(f"could not lock {path}; is another kd-index process starting on {output}?")
+    try:
+        clean_leftovers(output)
+        yield output
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        f.close()
+
+
+CRASH_INSTALL_ENV = "KD_PYSERINI_CRASH_BEFORE_INSTALL"
+"""Test hook: when set (to ``1``), a build exits at once with status 137, without any clean-up, right before it moves
+its finished ``OUTPUT.tmp-xxxx`` into place, as if killed (``kill -9``) then. Used by the leftover tests."""
+
+
+def crash_before_install() -> None:
+    """The :data:`CRASH_INSTALL_ENV` test hook."""
+    if os.environ.get(CRASH_INSTALL_ENV) == "1":
+        os._exit(137)
 
 
 def install_dir(tmp: Path, output: Path, overwrite: bool) -> None:

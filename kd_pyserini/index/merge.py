@@ -8,16 +8,20 @@ place.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_pyserini.index.faiss_factory import IndexParams, VectorBlock, install_faiss_index
-from kd_pyserini.index.layout import (FORMAT_NAME, INDEX_FILENAME, METADATA_FILENAME, IndexBuildError, load_docids,
+from kd_pyserini.index.faiss_factory import IndexParams, VectorBlock, install_faiss_index, read_faiss_index
+from kd_pyserini.index.fingerprint import short
+from kd_pyserini.index.layout import (FORMAT_NAME, METADATA_FILENAME, IndexBuildError, claim_output, load_docids,
                                       now, package_versions, read_metadata, reserve_output)
 
 __all__ = ["merge_dense_indexes", "convert_dense_index"]
+
+log = logging.getLogger(__name__)
 
 #: FAISS classes that keep the exact vectors (the only ones that can be merged or converted).
 EXACT_CLASSES = ("IndexFlatIP", "IndexFlat", "IndexHNSWFlat")
@@ -31,7 +35,7 @@ def _reconstruct_blocks(index_dir: Path, block: int = 65_536) -> tuple[list[Vect
     """
     import faiss
 
-    index = faiss.read_index(str(index_dir / INDEX_FILENAME))
+    index = read_faiss_index(index_dir)
     cls = type(faiss.downcast_index(index)).__name__
     if cls not in EXACT_CLASSES:
         raise IndexBuildError(f"{index_dir} is a {cls}, whose vectors are compressed; merge needs shards that keep "
@@ -73,6 +77,16 @@ def _shard_metadata(shards: Sequence[str | os.PathLike]) -> list[tuple[Path, dic
         for key in ("encoder", "dimension", "max_length", "precision"):
             if m.get(key) != first.get(key):
                 raise IndexBuildError(f"{s} differs from {metas[0][0]} in {key}: {m.get(key)} vs {first.get(key)}")
+        fp, fp0 = (m.get("encoder_weights") or {}).get("sha256"), (first.get("encoder_weights") or {}).get("sha256")
+        if fp and fp0 and fp != fp0:
+            raise IndexBuildError(
+                f"{s} was encoded by '{m['encoder'].get('name')}' ({m['encoder'].get('model_id')}, weights sha256 "
+                f"{short(fp)}) but {metas[0][0]} by '{first['encoder'].get('name')}' "
+                f"({first['encoder'].get('model_id')}, weights sha256 {short(fp0)}): other weights; rebuild the "
+                "shards with one encoder")
+        if bool(fp) != bool(fp0):
+            log.warning("%s: shards %s and %s: only one records its encoder's weights, so they could not be "
+                        "compared", s, s, metas[0][0])
         if (m["corpus"]["num_docs"], m["corpus"]["files"]) != (first["corpus"]["num_docs"], first["corpus"]["files"]):
             raise IndexBuildError(f"{s} was encoded from another corpus than {metas[0][0]}")
         if m["shard"]["count"] != count:
@@ -99,9 +113,15 @@ def merge_dense_indexes(shards: Sequence[str | os.PathLike], output: str | os.Pa
     """
     params = IndexParams.of(index)
     output = Path(output)
-    reserve_output(output, overwrite)
     if not shards:
         raise IndexBuildError("no shard folders given")
+    with claim_output(output):
+        reserve_output(output, overwrite)
+        return _merge(shards, output, params, overwrite, progress, command)
+
+
+def _merge(shards: Sequence[str | os.PathLike], output: Path, params: IndexParams, overwrite: bool,
+           progress: bool | None, command: Sequence[str] | None) -> Path:
     metas = _shard_metadata(shards)
     first = metas[0][1]
     pos = 0
@@ -136,9 +156,10 @@ def convert_dense_index(source: str | os.PathLike, output: str | os.PathLike, *,
     """
     params = IndexParams.of(index)
     source, output = Path(source), Path(output)
-    reserve_output(output, overwrite)
-    meta = read_metadata(source) or {}
-    blocks, dim = _reconstruct_blocks(source)
-    docids = load_docids(source)
-    meta = {**meta, "converted_from": {"path": str(source.resolve()), "index": meta.get("index")}}
-    return _reindex(params, dim, blocks, docids, meta, output, overwrite, progress, command)
+    with claim_output(output):
+        reserve_output(output, overwrite)
+        meta = read_metadata(source) or {}
+        blocks, dim = _reconstruct_blocks(source)
+        docids = load_docids(source)
+        meta = {**meta, "converted_from": {"path": str(source.resolve()), "index": meta.get("index")}}
+        return _reindex(params, dim, blocks, docids, meta, output, overwrite, progress, command)

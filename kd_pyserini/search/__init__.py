@@ -10,8 +10,10 @@ The library; the ``kd-search`` command is :mod:`kd_pyserini.cli.search` (``pytho
   through Pyserini, imported when first used);
 * :mod:`~kd_pyserini.search.rerank`: :func:`read_candidates`, :func:`rerank` (bi-encoder re-ranking);
 * :mod:`~kd_pyserini.search.hybrid`: :func:`search_hybrid` (dense + BM25 fused by :mod:`kd_pyserini.fusion`);
-* :mod:`~kd_pyserini.search.sidecar`: the ``RUN.json`` a run gets (:func:`write_sidecar`) and the latency contract
-  (:func:`sidecar_latency`).
+* :mod:`~kd_pyserini.search.sidecar`: the ``RUN.json`` a run gets (:func:`write_sidecar`, with the run's SHA-256)
+  and the latency contract (:func:`sidecar_latency`);
+* :mod:`~kd_pyserini.search.output`: the run and its sidecar written as one unit (:func:`write_run_and_sidecar`)
+  by one writer at a time (:class:`OutputLock`).
 
 The functions return runs ``{qid: {docid: score}}``; :func:`kd_pyserini.trec_io.write_run` writes them in trec_eval
 order (score descending, ties by docid descending).
@@ -26,6 +28,7 @@ from kd_pyserini.search.bm25 import BM25_DEFAULT, BM25_MSMARCO, Bm25Searcher, bm
 from kd_pyserini.search.dense import (FAISS_QUERY_BLOCK, DenseSearcher, QueryEncoding, faiss_search,
                                       load_dense_index, resolve_query_encoding, search_dense)
 from kd_pyserini.search.hybrid import FUSIONS, fuse_searchers, fusion_parameters, search_hybrid
+from kd_pyserini.search.output import OutputBusyError, OutputLock, write_run_and_sidecar
 from kd_pyserini.search.rerank import read_candidates, rerank
 from kd_pyserini.search.sidecar import (DEFAULT_MEASURES, SearchTiming, evaluate_run, read_sidecar, sidecar_latency,
                                         sidecar_path, write_sidecar)
@@ -35,7 +38,8 @@ __all__ = ["MODES", "FUSIONS", "BM25_DEFAULT", "BM25_MSMARCO", "DEFAULT_MEASURES
            "resolve_topics", "load_dense_index", "faiss_search", "QueryEncoding", "resolve_query_encoding",
            "DenseSearcher", "search_dense", "Bm25Searcher", "search_bm25", "bm25_candidates", "Candidates",
            "read_candidates", "rerank", "fusion_parameters", "fuse_searchers", "search_hybrid", "evaluate_run",
-           "SearchTiming", "sidecar_path", "write_sidecar", "read_sidecar", "sidecar_latency", "main"]
+           "SearchTiming", "sidecar_path", "write_sidecar", "read_sidecar", "sidecar_latency", "OutputLock",
+           "OutputBusyError", "write_run_and_sidecar", "main"]
 
 MODES = ("dense", "bm25", "rerank", "hybrid")
 

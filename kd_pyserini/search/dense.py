@@ -17,16 +17,54 @@ from typing import Any
 import numpy as np
 
 from kd_pyserini.cards import EncoderCard, get_card
+from kd_pyserini.errors import UsageError
 from kd_pyserini.index import IncompatibleIndexError, check_index_compatible, load_docids
+from kd_pyserini.index.faiss_factory import read_faiss_index
 from kd_pyserini.progress import progress_bar
 from kd_pyserini.search.topics import resolve_topics
 from kd_pyserini.trec_io import Run
 
 __all__ = ["FAISS_QUERY_BLOCK", "QUERY_CHUNK", "QueryEncoding", "resolve_query_encoding", "load_dense_index",
-           "faiss_search", "DenseSearcher", "search_dense"]
+           "faiss_search", "DenseSearcher", "search_dense", "position_limit", "check_max_length"]
 
 FAISS_QUERY_BLOCK = 4096  # faiss's own query block for exhaustive search: larger blocks give identical results
 QUERY_CHUNK = 1024  # queries encoded and searched per step of search_batch (the progress bar's step)
+
+
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text")
+
+
+def position_limit(encoder: Any) -> int | None:
+    """The most tokens (special tokens included) the encoder's model has positions for, from its config
+    (``max_position_embeddings``; RoBERTa-style models lose ``pad_token_id + 1`` of them), or ``None`` if unknown."""
+    config = getattr(getattr(encoder, "model", None), "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    if getattr(config, "model_type", None) in _ROBERTA_LIKE:
+        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return limit
+
+
+def check_max_length(encoder: Any, max_length: int | None, kind: str = "query") -> None:
+    """Refuse a truncation length above the model's position limit (:func:`position_limit`), before any encoding.
+
+    Args:
+        encoder: the :class:`~kd_pyserini.encoding.TextEncoder` (anything without a model config is not checked).
+        max_length: the truncation in tokens (``None``: the card's, not checked).
+        kind: ``"query"`` or ``"passage"`` (names the option in the message).
+
+    Raises:
+        UsageError: ``max_length`` is above the limit (one line naming the limit and the option).
+    """
+    limit = position_limit(encoder)
+    if max_length is None or limit is None or int(max_length) <= limit:
+        return
+    card = getattr(encoder, "card", None)
+    name = getattr(card, "name", None) or "the encoder"
+    raise UsageError(f"{kind} max length {max_length} (--{kind}-max-length) is above the position limit of "
+                     f"'{name}': its model has positions for {limit} tokens (max_position_embeddings in its "
+                     f"config.json); give --{kind}-max-length {limit} or less")
 
 
 class QueryEncoding:
@@ -34,6 +72,7 @@ class QueryEncoding:
     optional prefix (from a Pyserini ``KDQueryEncoder`` given instead of a name)."""
 
     def __init__(self, encoder: Any, max_length: int, prefix: str | None = None, batch_size: int | None = None):
+        check_max_length(encoder, max_length, "query")
         self.encoder = encoder
         self.max_length = int(max_length)
         self.prefix = prefix
@@ -95,7 +134,7 @@ def load_dense_index(index_dir: str | os.PathLike, ef_search: int | None = None,
     if not (d / "index").is_file() or not (d / "docid").is_file():
         raise FileNotFoundError(f"{d} is not a dense index folder (it needs 'index' and 'docid'); build one with "
                                 "'kd-index dense'")
-    index = faiss.read_index(str(d / "index"))
+    index = read_faiss_index(d)  # a truncated or corrupt file: CorruptIndexError, one line
     docids = load_docids(d)
     if index.ntotal != len(docids):
         raise ValueError(f"{d}: {index.ntotal} vectors but {len(docids)} ids in 'docid'")
@@ -142,24 +181,29 @@ class DenseSearcher:
         threads: FAISS OpenMP threads (process-wide; default: FAISS's).
         query_max_length: query truncation (default: the card's, or the given KDQueryEncoder's).
         ef_search / nprobe: HNSW / IVF search settings (default: those saved in the index).
-        check: refuse an index built with another encoder (:func:`kd_pyserini.index.check_index_compatible`).
+        check: check the index against the encoder (:func:`kd_pyserini.index.check_index_compatible`); ``False``
+            skips every check but the FAISS dimension.
+        allow_encoder_mismatch: search an index built with another encoder anyway, with a warning
+            (``kd-search --allow-encoder-mismatch``); a different dimension or similarity is still refused.
 
     Raises:
         IncompatibleIndexError: the index was built with a different encoder or dimension.
+        CorruptIndexError: the ``index`` file is truncated or corrupt.
         FileNotFoundError: ``index_dir`` is not a dense index folder.
     """
 
     def __init__(self, index_dir: str | os.PathLike, encoder: Any, *, device: str | None = None,
                  precision: str = "fp32", batch_size: int = 32, threads: int | None = None,
                  query_max_length: int | None = None, ef_search: int | None = None, nprobe: int | None = None,
-                 check: bool = True):
+                 check: bool = True, allow_encoder_mismatch: bool = False):
         import faiss
 
         self.index_dir = Path(index_dir)
         self.query = resolve_query_encoding(encoder, device=device, precision=precision, batch_size=batch_size,
                                             query_max_length=query_max_length)
         if check:
-            check_index_compatible(index_dir, self.query.card, self.query.dimension)
+            check_index_compatible(index_dir, self.query.card, self.query.dimension,
+                                   allow_encoder_mismatch=allow_encoder_mismatch)
         self.index, self.docids = load_dense_index(index_dir, ef_search, nprobe)
         if self.index.d != self.query.dimension:
             raise IncompatibleIndexError(f"index {index_dir} holds {self.index.d}-dimensional vectors but encoder "
@@ -220,7 +264,8 @@ class DenseSearcher:
 def search_dense(topics: Any, encoder: Any, index_dir: str | os.PathLike, hits: int = 1000, *,
                  batch_size: int = 32, device: str | None = None, precision: str = "fp32",
                  max_length: int | None = None, threads: int | None = None, ef_search: int | None = None,
-                 nprobe: int | None = None, check: bool = True, progress: bool | None = None) -> Run:
+                 nprobe: int | None = None, check: bool = True, allow_encoder_mismatch: bool = False,
+                 progress: bool | None = None) -> Run:
     """Dense retrieval: encode the topics in batches and search the FAISS index directly (a :class:`DenseSearcher`
     opened for one batch).
 
@@ -236,7 +281,7 @@ def search_dense(topics: Any, encoder: Any, index_dir: str | os.PathLike, hits: 
         max_length: query truncation (default: the card's).
         threads: FAISS OpenMP threads (default: FAISS's).
         ef_search / nprobe: HNSW / IVF search settings (default: those saved in the index).
-        check: refuse an index built with another encoder (:func:`kd_pyserini.index.check_index_compatible`).
+        check / allow_encoder_mismatch: see :class:`DenseSearcher`.
         progress: a bar of queries searched on stderr.
 
     Raises:
@@ -245,5 +290,5 @@ def search_dense(topics: Any, encoder: Any, index_dir: str | os.PathLike, hits: 
     t = resolve_topics(topics)
     searcher = DenseSearcher(index_dir, encoder, device=device, precision=precision, batch_size=batch_size,
                              threads=threads, query_max_length=max_length, ef_search=ef_search, nprobe=nprobe,
-                             check=check)
+                             check=check, allow_encoder_mismatch=allow_encoder_mismatch)
     return searcher.search_batch(t, hits, progress=progress)

@@ -53,7 +53,8 @@ def search_hybrid(topics: Any, encoder: Any, index_dir: str | os.PathLike, bm25_
                   weights: Sequence[float] | None = None, norm: str = "minmax", k1: float = BM25_DEFAULT[0],
                   b: float = BM25_DEFAULT[1], threads: int = 1, batch_size: int = 32, device: str | None = None,
                   precision: str = "fp32", max_length: int | None = None, ef_search: int | None = None,
-                  nprobe: int | None = None, check: bool = True, return_components: bool = False,
+                  nprobe: int | None = None, check: bool = True, allow_encoder_mismatch: bool = False,
+                  return_components: bool = False,
                   progress: bool | None = None):
     """Dense + BM25, each to ``depth``, fused with :func:`kd_pyserini.fusion.fuse` (BM25 is the first, sparse, run).
 
@@ -69,7 +70,7 @@ def search_hybrid(topics: Any, encoder: Any, index_dir: str | os.PathLike, bm25_
     fusion_parameters(fusion, **params)  # an unknown method fails before anything is loaded
     dense = DenseSearcher(index_dir, encoder, device=device, precision=precision, batch_size=batch_size,
                           threads=threads, query_max_length=max_length, ef_search=ef_search, nprobe=nprobe,
-                          check=check)
+                          check=check, allow_encoder_mismatch=allow_encoder_mismatch)
     sparse = Bm25Searcher(bm25_index, k1=k1, b=b, threads=threads)
     return fuse_searchers(topics, dense, sparse, fusion, hits, depth, progress=progress,
                           return_components=return_components, **params)

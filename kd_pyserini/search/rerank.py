@@ -16,7 +16,7 @@ import numpy as np
 
 from kd_pyserini.candidates import Candidates, is_top1000, read_top1000
 from kd_pyserini.progress import progress_bar
-from kd_pyserini.search.dense import resolve_query_encoding
+from kd_pyserini.search.dense import check_max_length, resolve_query_encoding
 from kd_pyserini.search.topics import resolve_topics
 from kd_pyserini.trec_io import Run, rank, read_run
 
@@ -66,7 +66,8 @@ def rerank(topics: Any, encoder: Any, candidates: Candidates | Run, texts: Mappi
     whose vectors are unit length). Each distinct passage is encoded once.
 
     Args:
-        topics: queries (name, file or dict); ``None`` to use the queries a top1000-style candidates file carries.
+        topics: the queries to re-rank (name, file or dict): only these are answered, with their text; ``None`` to
+            re-rank every query a top1000-style candidates file carries, with the file's text.
         encoder: card name / hub id / folder, or a loaded TextEncoder (or Pyserini KDQueryEncoder).
         candidates: :class:`Candidates` (from :func:`read_candidates` / :func:`bm25_candidates`) or a run, with
             ``texts`` ``{docid: passage}``.
@@ -87,11 +88,12 @@ def rerank(topics: Any, encoder: Any, candidates: Candidates | Run, texts: Mappi
         run = candidates
     if texts is None:
         raise ValueError("rerank needs passage texts")
-    if topics is not None:
-        queries.update(resolve_topics(topics).queries)
+    if topics is not None:  # the topics asked for, and only these (not every query the candidates file carries)
+        queries = dict(resolve_topics(topics).queries)
     qe = resolve_query_encoding(encoder, device=device, precision=precision, batch_size=batch_size,
                                 query_max_length=query_max_length)
     p_len = passage_max_length or qe.card.passage_max_length
+    check_max_length(qe.encoder, p_len, "passage")
     lists = {q: [d for d, _ in rank(docs, depth)] for q, docs in run.items() if q in queries and docs}
     missing = {d for ds in lists.values() for d in ds if d not in texts}
     if missing:

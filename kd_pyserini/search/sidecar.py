@@ -9,12 +9,19 @@ The ONE latency contract. The sidecar's top level holds:
     the fusion), with the models and indexes already loaded.
 ``elapsed_seconds`` (float)
     the whole command, loading included.
+``run_sha256`` (str)
+    the SHA-256 of the run file's bytes as written (gzip bytes for ``RUN.gz``): the sidecar describes that run and
+    no other. :func:`read_sidecar` (and so :func:`sidecar_latency`) ignores, with a warning, a sidecar whose run is
+    missing or has other bytes, e.g. after a kill between the two writes of
+    :func:`kd_pyserini.search.output.write_run_and_sidecar` (sidecar first, then the run renamed into place).
+    Sidecars written before the checksum existed are read as they are.
 
 :func:`sidecar_latency` turns them into milliseconds per query; other tools call it instead of reading keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,9 +36,9 @@ from kd_pyserini.atomic import atomic_write
 from kd_pyserini.search.topics import Topics
 from kd_pyserini.trec_io import Run
 
-__all__ = ["SIDECAR_SUFFIX", "QUERIES_KEY", "SEARCH_SECONDS_KEY", "ELAPSED_SECONDS_KEY", "DEFAULT_MEASURES",
-           "SearchTiming", "sidecar_path", "write_sidecar", "read_sidecar", "sidecar_latency", "index_info",
-           "evaluate_run", "qrels_for", "measures_for"]
+__all__ = ["SIDECAR_SUFFIX", "QUERIES_KEY", "SEARCH_SECONDS_KEY", "ELAPSED_SECONDS_KEY", "RUN_SHA256_KEY",
+           "DEFAULT_MEASURES", "SearchTiming", "sidecar_path", "file_sha256", "write_sidecar", "read_sidecar",
+           "sidecar_latency", "index_info", "evaluate_run", "qrels_for", "measures_for", "missing_query_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,7 @@ SIDECAR_SUFFIX = ".json"
 QUERIES_KEY = "queries"
 SEARCH_SECONDS_KEY = "search_seconds"
 ELAPSED_SECONDS_KEY = "elapsed_seconds"
+RUN_SHA256_KEY = "run_sha256"
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
 
 
@@ -64,13 +72,38 @@ def sidecar_path(run_file: str | os.PathLike) -> Path:
     return Path(str(run_file) + SIDECAR_SUFFIX)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_sidecar(run_path: str | os.PathLike, config: Mapping[str, Any],
-                  timing: SearchTiming | None = None) -> Path:
-    """Write ``RUN.json`` next to a run file (atomically), adding versions, time, the command line and ``timing``."""
+                  timing: SearchTiming | None = None, *, run_sha256: str | None = None,
+                  to: str | os.PathLike | None = None) -> Path:
+    """Write ``RUN.json`` next to a run file (atomically), adding versions, time, the command line, ``timing`` and
+    the run's checksum.
+
+    Args:
+        run_path: the run file ``RUN`` the sidecar describes.
+        config: what to record.
+        timing: the latency contract's numbers.
+        run_sha256: the checksum of the run's bytes (default: that of ``run_path`` as it is now, when it exists).
+            :func:`kd_pyserini.search.output.write_run_and_sidecar` passes the checksum of the run it is about to
+            rename into place, so that the sidecar can be written first.
+        to: write the sidecar there instead of ``RUN.json`` (a temporary name the caller renames).
+    """
     from kd_pyserini.index import package_versions
 
-    out = sidecar_path(run_path)
+    out = Path(to) if to is not None else sidecar_path(run_path)
+    if run_sha256 is None and Path(run_path).is_file():
+        run_sha256 = file_sha256(run_path)
     data = {"run": str(Path(run_path).resolve()), **config, **(timing.as_dict() if timing else {})}
+    if run_sha256 is not None:
+        data[RUN_SHA256_KEY] = run_sha256
     data.setdefault("versions", package_versions())
     data.setdefault("command", list(sys.argv))
     data.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -81,13 +114,28 @@ def write_sidecar(run_path: str | os.PathLike, config: Mapping[str, Any],
 
 
 def read_sidecar(run_file: str | os.PathLike) -> dict[str, Any] | None:
-    """The sidecar of ``run_file`` as a dict, or ``None`` when it is missing or unreadable."""
+    """The sidecar of ``run_file`` as a dict, or ``None`` when it is missing or unreadable, or when it records a
+    checksum (``run_sha256``) that the run file on disk does not have (missing, or another run: logged as a
+    warning), so that a sidecar is never taken for a run it does not describe."""
     path = sidecar_path(run_file)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    want = data.get(RUN_SHA256_KEY)
+    if want is not None:
+        try:
+            have = file_sha256(run_file)
+        except OSError:
+            have = None
+        if have != want:
+            log.warning("%s does not describe %s (%s): ignored; run kd-search again to write both", path, run_file,
+                        "the run file is missing" if have is None else "the run's SHA-256 differs from the one it "
+                        "records, e.g. after an interrupted kd-search")
+            return None
+    return data
 
 
 def _number(value: Any) -> float | None:
@@ -133,6 +181,17 @@ def evaluate_run(run: Run, qrels: Mapping[str, Mapping[str, int]], measures: Seq
     from kd_pyserini.evaluation import evaluate
 
     return {str(k): float(v) for k, v in evaluate(run, qrels, list(measures)).items()}
+
+
+def missing_query_messages(run: Run, qrels: Mapping[str, Mapping[str, int]], source: str) -> list[str]:
+    """kd-eval's warnings (:func:`kd_pyserini.evaluation.check_inputs`) about the judged queries a run does not
+    answer (they count as 0 in the mean, ``trec_eval -c``), e.g. "38 of 43 judged queries have no results"."""
+    from dataclasses import replace
+
+    from kd_pyserini.evaluation import check_inputs
+
+    found = check_inputs(run, qrels, source=source)
+    return replace(found, unknown_qids=[]).messages()  # run queries without judgements: expected (e.g. DL20)
 
 
 def qrels_for(topics: Topics, qrels: str | None):

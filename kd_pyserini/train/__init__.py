@@ -5,36 +5,44 @@ Distillation" (arXiv:2010.02666): a bi-encoder student learns the *margins* ``t(
 (there a BERT_CAT ensemble) gives to (query, positive, negative) triples. TAS-B (Hofstätter et al. 2021) adds an
 in-batch Margin-MSE term (``in_batch_weight``).
 
-Modules (one loss per module, as in sentence-transformers):
+Modules (one job each; one loss per module, as in sentence-transformers):
 
-* :mod:`~kd_pyserini.train.data` — teacher files (Hofstätter's id format via byte-offset indexes over
-  ``collection.tsv``/``queries.train.tsv``, a text format, JSONL), deterministic batches;
+* :mod:`~kd_pyserini.train.offset_index` — :class:`OffsetIndex` (``collection.tsv``/``queries.train.tsv`` read
+  lazily by byte offset) and the byte-level line reading (BOM, UTF-8 errors as ``file:line``) of every input;
+* :mod:`~kd_pyserini.train.teacher_files` — teacher files (Hofstätter's id format, a text format, JSONL);
+* :mod:`~kd_pyserini.train.batches` — :class:`Triple`, the deterministic data order, tokenised batches;
 * :mod:`~kd_pyserini.train.margin_mse` — :class:`MarginMSELoss`;
 * :mod:`~kd_pyserini.train.in_batch_margin_mse` — :class:`InBatchMarginMSELoss`;
+* :mod:`~kd_pyserini.train.objective` — :func:`batch_loss` (the two losses over one batch);
 * :mod:`~kd_pyserini.train.model` — :class:`BertDotStudent`;
 * :mod:`~kd_pyserini.train.validation` — re-ranking validation;
-* :mod:`~kd_pyserini.train.trainer` — :class:`MarginMSETrainer`, checkpoints, exact resume;
+* :mod:`~kd_pyserini.train.config` — :class:`TrainConfig`, :class:`TrainResult`, the errors a run stops with;
+* :mod:`~kd_pyserini.train.checkpoints` — finding, writing, pruning checkpoints; output-folder and resume rules;
+* :mod:`~kd_pyserini.train.guards` — the finiteness checks (nothing non-finite is saved);
+* :mod:`~kd_pyserini.train.parts`, :mod:`~kd_pyserini.train.distributed`, :mod:`~kd_pyserini.train.train_log` —
+  device/optimizer/schedule/validator, torchrun plumbing, the CSV/TensorBoard log;
+* :mod:`~kd_pyserini.train.trainer` — :class:`MarginMSETrainer` (the loop), :func:`train_margin_mse`;
 * :mod:`kd_pyserini.cli.train` — ``kd-train margin-mse`` (also ``python -m kd_pyserini.train``).
 """
 
 from __future__ import annotations
 
 _LAZY = {
-    "Triple": "kd_pyserini.train.data",
-    "OffsetIndex": "kd_pyserini.train.data",
-    "load_teacher": "kd_pyserini.train.data",
-    "Collator": "kd_pyserini.train.data",
+    "Triple": "kd_pyserini.train.batches",
+    "Collator": "kd_pyserini.train.batches",
+    "OffsetIndex": "kd_pyserini.train.offset_index",
+    "load_teacher": "kd_pyserini.train.teacher_files",
     "MarginMSELoss": "kd_pyserini.train.margin_mse",
     "margin_mse": "kd_pyserini.train.margin_mse",
     "InBatchMarginMSELoss": "kd_pyserini.train.in_batch_margin_mse",
+    "batch_loss": "kd_pyserini.train.objective",
     "BertDotStudent": "kd_pyserini.train.model",
     "RerankValidator": "kd_pyserini.train.validation",
-    "TrainConfig": "kd_pyserini.train.trainer",
-    "TrainResult": "kd_pyserini.train.trainer",
+    "TrainConfig": "kd_pyserini.train.config",
+    "TrainResult": "kd_pyserini.train.config",
+    "NonFiniteLossError": "kd_pyserini.train.config",
     "MarginMSETrainer": "kd_pyserini.train.trainer",
-    "NonFiniteLossError": "kd_pyserini.train.trainer",
     "train_margin_mse": "kd_pyserini.train.trainer",
-    "batch_loss": "kd_pyserini.train.trainer",
 }
 
 __all__ = list(_LAZY)

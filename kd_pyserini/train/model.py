@@ -21,11 +21,16 @@ from torch import nn
 
 from kd_pyserini.cards import EncoderCard, UnknownEncoderError, get_card, write_card
 from kd_pyserini.encoding import load_model, pool
+from kd_pyserini.errors import KdError
 
-__all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT"]
+__all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT", "NonFiniteWeightsError"]
 
 log = logging.getLogger(__name__)
 DEFAULT_STUDENT = "distilbert-base-uncased"
+
+
+class NonFiniteWeightsError(KdError, FloatingPointError):
+    """:meth:`BertDotStudent.save` refused weights holding NaN or infinity."""
 
 
 def resolve_student_card(student: str | EncoderCard, pooling: str | None = None,
@@ -128,8 +133,8 @@ class BertDotStudent(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
-            raise FloatingPointError(f"refusing to save non-finite weights to {out} ({len(bad)} tensors, e.g. "
-                                     f"{bad[0]})")
+            raise NonFiniteWeightsError(f"refusing to save non-finite weights to {out} ({len(bad)} tensors, e.g. "
+                                        f"{bad[0]})")
         self.model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         cfg = self.model.config

@@ -59,7 +59,7 @@ def _passages(variant: str, model: str, texts: list[str]) -> None:
 
 
 def _train(variant: str, model: str, triples: list[list[Any]], tmp: str) -> None:
-    from kd_pyserini.train.data import Triple
+    from kd_pyserini.train.batches import Triple
 
     data = [Triple(*t) for t in triples]
     if variant == "reference":

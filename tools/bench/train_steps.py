@@ -23,7 +23,8 @@ class Triples(list):
 
 
 def kd_trainer(s: Settings, model: str, data: Triples, precision: str, steps: int, out: str) -> dict[str, Any]:
-    from kd_pyserini.train.trainer import MarginMSETrainer, TrainConfig
+    from kd_pyserini.train.config import TrainConfig
+    from kd_pyserini.train.trainer import MarginMSETrainer
 
     stamps: list[float] = []
     cfg = TrainConfig(teacher="<in memory>", output=out, student=model, batch_size=32, max_steps=steps + 1,

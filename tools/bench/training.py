@@ -20,7 +20,7 @@ from .train_steps import Triples, kd_trainer, reference_step
 
 
 def _triples(s: Settings, n: int) -> list[Any]:
-    from kd_pyserini.train.data import Triple
+    from kd_pyserini.train.batches import Triple
 
     path = need_data(s, "kd-samples", "triples.train.small.head100.tsv")
     rng = random.Random(s.seed)

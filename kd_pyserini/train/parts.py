@@ -1,0 +1,76 @@
+"""The pieces a training run is built from: device, optimizer, learning-rate schedule, autocast, validator."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from kd_pyserini.train.config import TrainConfig
+from kd_pyserini.train.distributed import Dist
+
+__all__ = ["pick_device", "make_optimizer", "WarmupLinearDecay", "autocast", "make_validator"]
+
+
+def pick_device(cfg: TrainConfig, dist: Dist) -> torch.device:
+    """``cfg.device`` (default: CUDA when available); under torchrun each process takes its local GPU."""
+    from kd_pyserini.encoding import resolve_device
+
+    if dist.enabled and torch.cuda.is_available() and not cfg.device:
+        return torch.device("cuda", dist.local_rank)
+    dev = resolve_device(cfg.device)
+    if dist.enabled and dev.type == "cuda":
+        return torch.device("cuda", dist.local_rank)
+    return dev
+
+
+def make_optimizer(student: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms; fused (one kernel for the whole update) on CUDA."""
+    decay, no_decay = [], []
+    for name, p in student.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs: dict[str, Any] = {"lr": cfg.lr}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+class WarmupLinearDecay:
+    """Learning-rate factor: linear warm-up to the peak over ``warmup_steps``, then linear decay to 0."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` (``fp32``: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def make_validator(cfg: TrainConfig, tokenizer: Any, query_max_length: int, passage_max_length: int):
+    """The :class:`~kd_pyserini.train.validation.RerankValidator` of ``cfg`` (``None`` without candidates)."""
+    if not cfg.validation_candidates:
+        if cfg.eval_every or cfg.early_stopping_patience:
+            raise ValueError("--eval-every / --early-stopping-patience need --validation-candidates")
+        return None
+    from kd_pyserini.train.validation import RerankValidator
+
+    qrels = cfg.validation_qrels or cfg.validation_topics
+    if qrels is None:
+        raise ValueError("validation needs qrels: give --validation-qrels (a name such as dl19-passage, or a "
+                         "path), or --validation-topics with a known topic-set name")
+    v = RerankValidator(cfg.validation_candidates, qrels, cfg.validation_topics, cfg.validation_measures,
+                        cfg.validation_max_queries)
+    v.prepare(tokenizer, query_max_length, passage_max_length)
+    return v
