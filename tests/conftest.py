@@ -82,6 +82,7 @@ def _fresh_logging_state():
     import logging
 
     logging.disable(logging.NOTSET)
+    logging.getLogger().setLevel(logging.WARNING)  # Python's default; a CLI's basicConfig(level=...) may have moved it
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger) and (name == "kd_pyserini" or name.startswith("kd_pyserini.")):
             logger.disabled = False
