@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_pyserini.errors import KdError
-from kd_pyserini.trec_io import FormatError, Qrels, open_text, read_qrels
+from kd_pyserini.trec_io import Qrels, read_qrels, read_topics
 
 __all__ = ["ResourceNotFound", "Benchmark", "BENCHMARKS", "data_dir", "pyserini_cache", "canonical", "topics_path",
            "qrels_path", "get_topics", "get_qrels", "read_topics_file", "qrels_by_name_or_path"]
@@ -142,18 +142,9 @@ def _missing(kind: str, bench: Benchmark, looked: list[str], err: Exception) -> 
 
 
 def read_topics_file(path: str | os.PathLike) -> dict[str, str]:
-    """Read a ``qid<TAB>query`` topics file (``.gz`` accepted). Raises FormatError naming file:line."""
-    topics: dict[str, str] = {}
-    with open_text(path) as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise FormatError(path, no, "no tab; expected 'qid<TAB>query'")
-            qid, query = line.split("\t", 1)
-            topics[qid.strip()] = query.strip()
-    return topics
+    """Read a ``qid<TAB>query`` topics file (``.gz`` accepted): :func:`kd_pyserini.trec_io.read_topics` (a repeated
+    qid, a line without a tab or a non-UTF-8 byte raise FormatError naming file:line)."""
+    return read_topics(path)
 
 
 def get_topics(name_or_path: str | os.PathLike) -> dict[str, str]:
