@@ -446,3 +446,6 @@ def test_kd_search_bm25_then_bert_dot_then_bert_cat_in_one_command(small_indexes
     r = CliRunner().invoke(search_main, ["--mode", "dense", "--index", str(s["dense"]), "--reranker", str(cat_dir),
                                          "-o", str(tmp_path / "x.txt"), *base])
     assert r.exit_code != 0 and "--mode rerank" in r.output
+    r = CliRunner().invoke(search_main, ["--mode", "rerank", "--first-stage", "dense", "--index", str(s["dense"]),
+                                         "--encoder", str(tiny_distilbert_dir), "-o", str(tmp_path / "y.txt"), *base])
+    assert r.exit_code != 0 and "--first-stage picks the candidates a --reranker re-scores" in r.output

@@ -166,6 +166,9 @@ def _run(kw: dict[str, Any]) -> None:
     mode = _infer_mode(kw["mode"], kw["encoder"], kw["index"], kw["bm25_index"], kw["candidates"], kw["reranker"])
     if kw["reranker"] and mode != "rerank":
         raise click.UsageError(f"--reranker re-ranks candidates: use it with --mode rerank, not --mode {mode}")
+    if kw["first_stage"] and not kw["reranker"]:
+        raise click.UsageError("--first-stage picks the candidates a --reranker re-scores; without one, use --mode "
+                               "bm25|dense|hybrid (or --mode rerank --encoder for a bi-encoder)")
     kw["depth"] = kw["depth"] or default_depth("cross-encoder" if kw["reranker"] else "bi-encoder")
     topics = resolve_topics(kw["topics"]) if kw["topics"] else None
     if topics is None and not (mode == "rerank" and kw["candidates"]):
