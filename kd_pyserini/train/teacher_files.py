@@ -64,6 +64,26 @@ class TeacherData(Sequence[Triple]):
         if not self.path.is_file():
             raise FileNotFoundError(f"teacher file {self.path} does not exist")
 
+    def _fields(self, no: int, raw: bytes, rest: str) -> tuple[list[str], tuple[float, float]] | None:
+        """Line ``no`` of a five-column teacher file split into its fields and its two checked scores; ``None`` for a
+        blank line or a bad one (reported through :meth:`_bad`). ``rest`` names the last three columns."""
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            self._bad(no, utf8_error(raw))
+            return None
+        if not line.strip():
+            return None
+        parts = line.split("\t")
+        if len(parts) != 5:
+            self._bad(no, f"{len(parts)} tab-separated fields; expected 5 'pos_score<TAB>neg_score<TAB>{rest}'")
+            return None
+        s = _scores(parts)
+        if isinstance(s, str):
+            self._bad(no, s)
+            return None
+        return parts, s
+
     def _bad(self, no: int, message: str) -> None:
         err = FormatError(self.path, no, message)
         if not self.skip_bad:
@@ -153,22 +173,10 @@ class IdTeacherData(TeacherData):
         self._keys: list[tuple[str, str, str]] | None = [] if in_mem else None
         with open_bytes(self.path) as (f, _):
             for no, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    self._bad(no, utf8_error(raw))
+                fields = self._fields(no, raw, "qid<TAB>pos_pid<TAB>neg_pid")
+                if fields is None:
                     continue
-                if not line.strip():
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 5:
-                    self._bad(no, f"{len(parts)} tab-separated fields; expected 5 "
-                                  "'pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid'")
-                    continue
-                s = _scores(parts)
-                if isinstance(s, str):
-                    self._bad(no, s)
-                    continue
+                parts, s = fields
                 qid, pid, nid = (x.strip() for x in parts[2:])
                 if in_mem:
                     missing = self._missing_in_memory(qid, pid, nid)
@@ -233,22 +241,10 @@ class TextTeacherData(TeacherData):
         with open_bytes(self.path) as (f, pos):
             for no, raw in enumerate(f, 1):
                 start, pos = pos, pos + len(raw)
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    self._bad(no, utf8_error(raw))
+                fields = self._fields(no, raw, "query<TAB>pos_passage<TAB>neg_passage")
+                if fields is None:
                     continue
-                if not line.strip():
-                    continue
-                parts = line.split("\t")
-                if len(parts) != 5:
-                    self._bad(no, f"{len(parts)} tab-separated fields; expected 5 "
-                                  "'pos_score<TAB>neg_score<TAB>query<TAB>pos_passage<TAB>neg_passage'")
-                    continue
-                s = _scores(parts)
-                if isinstance(s, str):
-                    self._bad(no, s)
-                    continue
+                parts, s = fields
                 if not all(x.strip() for x in parts[2:]):
                     self._bad(no, "empty query or passage text")
                     continue
