@@ -83,11 +83,17 @@ COMMANDS = {
     "kd_pyserini.cli.eval": ["--measures", "--significance-level"],
     "kd_pyserini.train margin-mse": ["--output", "--measures", "--query-max-length", "--passage-max-length",
                                      "--batch-size", "--progress / --no-progress"],
+    "kd_pyserini.train tas-b": ["--output", "--measures", "--query-max-length", "--passage-max-length",
+                                "--batch-size", "--progress / --no-progress"],
+    "kd_pyserini.cli.teacher score": ["--output", "--query-max-length", "--passage-max-length", "--batch-size",
+                                      "--progress / --no-progress"],
 }
 FORBIDDEN = {  # old spellings stay accepted (with a warning) but are no longer shown
     "kd_pyserini.cli.fuse": ["--k ", "--tag ", "--metric"],
     "kd_pyserini.cli.eval": ["--alpha"],
     "kd_pyserini.train margin-mse": ["--validation-measures"],
+    "kd_pyserini.train tas-b": ["--validation-measures"],
+    "kd_pyserini.cli.teacher score": [],
 }
 
 

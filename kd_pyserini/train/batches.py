@@ -52,6 +52,10 @@ class Batch:
 
     Passages are sorted by token length and cut into ``len(p_ids)`` buckets, each padded to its own longest
     passage (rows are numbered across the buckets in order); queries form one bucket padded to the longest query.
+
+    ``q_texts`` / ``p_texts`` are the unique query / passage texts in that same row order (``p_texts[pos_index[i]]``
+    is triple ``i``'s positive), for an in-batch teacher that tokenises them its own way
+    (:mod:`kd_pyserini.train.in_batch_teacher`). They are tuples, so :meth:`to` and :meth:`pin_memory` pass them on.
     """
 
     q_ids: Any
@@ -64,6 +68,8 @@ class Batch:
     pos_scores: Any
     neg_scores: Any
     size: int
+    q_texts: tuple[str, ...] = ()
+    p_texts: tuple[str, ...] = ()
 
     def _map(self, fn) -> "Batch":
         out = {}
@@ -130,8 +136,10 @@ class Collator:
             qi.append(qpos.setdefault(t.query, len(qpos)))
             pi.append(ppos.setdefault(t.pos, len(ppos)))
             ni.append(ppos.setdefault(t.neg, len(ppos)))
-        q_ids, q_mask = _pad(self._tok(list(qpos), self.query_max_length), self.pad_id)
-        p_tok = self._tok(list(ppos), self.passage_max_length)
+        q_texts = tuple(qpos)
+        p_list = list(ppos)
+        q_ids, q_mask = _pad(self._tok(list(q_texts), self.query_max_length), self.pad_id)
+        p_tok = self._tok(p_list, self.passage_max_length)
         order = sorted(range(len(p_tok)), key=lambda i: len(p_tok[i]))  # stable: ties keep first-seen order
         rank = [0] * len(order)
         for r, i in enumerate(order):
@@ -149,4 +157,4 @@ class Collator:
                      neg_index=torch.tensor([rank[i] for i in ni], dtype=torch.long),
                      pos_scores=torch.tensor([t.pos_score for t in triples], dtype=torch.float32),
                      neg_scores=torch.tensor([t.neg_score for t in triples], dtype=torch.float32),
-                     size=len(triples))
+                     size=len(triples), q_texts=q_texts, p_texts=tuple(p_list[i] for i in order))

@@ -11,9 +11,10 @@ from kd_pyserini.errors import KdError
 from kd_pyserini.train.model import DEFAULT_STUDENT
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "CheckpointWriteError", "OutputInUseError",
-           "ResumeMismatchError", "TrainingInterrupted", "PRECISIONS"]
+           "ResumeMismatchError", "TrainingInterrupted", "PRECISIONS", "SAMPLINGS"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SAMPLINGS = ("random", "tas-balanced")
 
 
 class NonFiniteLossError(KdError, FloatingPointError):
@@ -54,6 +55,7 @@ class TrainConfig:
     teacher: str
     output: str
     student: str = DEFAULT_STUDENT
+    student_layers: int | None = None
     collection: str | None = None
     queries: str | None = None
     teacher_format: str = "auto"
@@ -79,6 +81,14 @@ class TrainConfig:
     grad_checkpointing: bool = False
     compile: bool = False
     in_batch_weight: float = 0.0
+    in_batch_teacher: str | None = None
+    in_batch_teacher_scale: float = 1.0
+    sampling: str = "random"
+    query_clusters: str | None = None
+    cluster_encoder: str | None = None
+    clusters: int | None = None
+    margin_bins: int = 10
+    recipe: str = "margin-mse"
     passage_buckets: int = 2
     save_every: int = 1000
     save_total_limit: int | None = 2
@@ -107,7 +117,39 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 (got {self.lr})")
         if self.in_batch_weight < 0:
             raise ValueError(f"in_batch_weight must be >= 0 (got {self.in_batch_weight})")
+        self._check_recipe()
         self.validation_measures = tuple(self.validation_measures)
+
+    def _check_recipe(self) -> None:
+        """Options of TAS-B's parts that would be silently ignored, or are missing, are refused (one line each)."""
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        if self.student_layers is not None and self.student_layers < 1:
+            raise ValueError(f"student_layers must be >= 1 (got {self.student_layers})")
+        if self.margin_bins < 1:
+            raise ValueError(f"margin_bins must be >= 1 (got {self.margin_bins})")
+        if self.clusters is not None and self.clusters < 1:
+            raise ValueError(f"clusters must be >= 1 (got {self.clusters})")
+        if self.in_batch_teacher_scale <= 0:
+            raise ValueError(f"in_batch_teacher_scale must be > 0 (got {self.in_batch_teacher_scale})")
+        if self.sampling == "random":
+            given = [f"--{n.replace('_', '-')}" for n in ("query_clusters", "cluster_encoder")
+                     if getattr(self, n)]
+            if given:
+                verb = "apply" if len(given) > 1 else "applies"
+                raise ValueError(f"{' and '.join(given)} {verb} only with --sampling tas-balanced (this run samples at "
+                                 "random); add --sampling tas-balanced or drop them")
+        else:
+            if bool(self.query_clusters) == bool(self.cluster_encoder):
+                raise ValueError("--sampling tas-balanced needs exactly one of --query-clusters FILE (one line per "
+                                 "cluster of tab-separated qids) or --cluster-encoder CARD (with --clusters K) to "
+                                 "build them")
+            if self.cluster_encoder and not self.clusters:
+                raise ValueError("--cluster-encoder needs --clusters K (TAS-B used 2000 for MS MARCO's 400k "
+                                 "training queries; about queries/50 for smaller sets)")
+        if self.in_batch_teacher and self.in_batch_weight <= 0:
+            raise ValueError("--in-batch-teacher is only used by the in-batch term: give --in-batch-weight W > 0 "
+                             "(TAS-B: 0.75)")
 
 
 @dataclass

@@ -7,6 +7,10 @@ sentence-transformers student (mean pooling, cosine) trains the way it encodes; 
 
 Checkpoints are plain Hugging Face model directories plus a ``kd_pyserini_card.toml``, so
 :func:`kd_pyserini.get_query_encoder`, ``kd-index`` and Pyserini's ``AutoQueryEncoder`` load them as they are.
+
+Smaller students (:func:`keep_layers`, ``--student-layers``): keep ``n`` of a checkpoint's transformer layers, spread
+evenly and ending with the last one, the way DistilBERT (Sanh et al. 2019, arXiv:1910.01108) was initialised from
+every other layer of BERT; e.g. all-MiniLM-L6-v2 cut to 3 layers (its 2nd, 4th and 6th) as a BERT_Dot student.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from kd_pyserini.cards import EncoderCard, UnknownEncoderError, get_card, write_
 from kd_pyserini.encoding import load_model, pool
 from kd_pyserini.errors import KdError
 
-__all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT", "NonFiniteWeightsError"]
+__all__ = ["BertDotStudent", "resolve_student_card", "DEFAULT_STUDENT", "NonFiniteWeightsError", "keep_layers",
+           "kept_layer_indices", "StudentLayersError"]
 
 log = logging.getLogger(__name__)
 DEFAULT_STUDENT = "distilbert-base-uncased"
@@ -31,6 +36,64 @@ DEFAULT_STUDENT = "distilbert-base-uncased"
 
 class NonFiniteWeightsError(KdError, FloatingPointError):
     """:meth:`BertDotStudent.save` refused weights holding NaN or infinity."""
+
+
+class StudentLayersError(KdError, ValueError):
+    """``--student-layers`` asks for more layers than the checkpoint has, or fewer than one."""
+
+
+def kept_layer_indices(total: int, n: int) -> list[int]:
+    """The 0-based layers :func:`keep_layers` keeps: ``round((k + 1) * total / n) - 1`` for ``k = 0 .. n - 1``,
+    rounding halves up (6 -> 3: ``[1, 3, 5]``; 6 -> 4: ``[1, 2, 4, 5]``; 12 -> 6: every other layer, as DistilBERT).
+
+    Evenly spread and always ending with the last layer; strictly increasing since ``total / n >= 1``.
+    """
+    if not 1 <= n <= total:
+        raise StudentLayersError(f"--student-layers {n}: the starting checkpoint has {total} transformer layers; "
+                                 f"choose a number from 1 to {total}")
+    return [((k + 1) * total * 2 + n) // (2 * n) - 1 for k in range(n)]
+
+
+def _layer_list(hf_model: nn.Module) -> tuple[nn.Module, str]:
+    """``(module holding the layers, attribute name)``: ``transformer.layer`` (DistilBERT) or ``encoder.layer``
+    (BERT, MiniLM, ELECTRA, RoBERTa); a task model (``...ForSequenceClassification``) is cut through its base."""
+    base = getattr(hf_model, "base_model", hf_model)
+    for holder_name in ("transformer", "encoder"):
+        holder = getattr(base, holder_name, None)
+        if isinstance(getattr(holder, "layer", None), nn.ModuleList):
+            return holder, "layer"
+    raise StudentLayersError(f"--student-layers: cannot find the transformer layers of a "
+                             f"{type(hf_model).__name__} (expected transformer.layer or encoder.layer)")
+
+
+def keep_layers(hf_model: nn.Module, n: int) -> list[int]:
+    """Keep ``n`` of ``hf_model``'s transformer layers (:func:`kept_layer_indices`), in place, and return their
+    original 0-based indices.
+
+    The configuration is updated (``num_hidden_layers``; DistilBERT's ``n_layers``), so a checkpoint saved from the
+    cut model loads back as an ``n``-layer model. Keeping all layers changes nothing (so resuming from an already cut
+    checkpoint with the same ``n`` is a no-op).
+
+    Raises:
+        StudentLayersError: ``n`` is below 1 or above the number of layers (one line).
+    """
+    holder, attr = _layer_list(hf_model)
+    layers = getattr(holder, attr)
+    kept = kept_layer_indices(len(layers), int(n))
+    if len(kept) == len(layers):
+        return kept
+    setattr(holder, attr, nn.ModuleList([layers[i] for i in kept]))
+    for new, layer in enumerate(getattr(holder, attr)):
+        for module in layer.modules():  # attention layers number themselves (key/value caches): renumber
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new
+    configs = {id(c): c for c in (getattr(hf_model, "config", None),
+                                  getattr(getattr(hf_model, "base_model", None), "config", None)) if c is not None}
+    for cfg in configs.values():
+        for key in ("num_hidden_layers", "n_layers"):
+            if hasattr(cfg, key):
+                setattr(cfg, key, len(kept))
+    return kept
 
 
 def resolve_student_card(student: str | EncoderCard, pooling: str | None = None,
@@ -80,9 +143,21 @@ class BertDotStudent(nn.Module):
         self._compiled: Any = None
 
     @classmethod
-    def from_card(cls, card: EncoderCard) -> tuple["BertDotStudent", Any]:
-        """Load ``(student, tokenizer)`` from a card (local directory, installed package or hub id)."""
+    def from_card(cls, card: EncoderCard, student_layers: int | None = None) -> tuple["BertDotStudent", Any]:
+        """Load ``(student, tokenizer)`` from a card (local directory, installed package or hub id).
+
+        ``student_layers``: keep only that many of the checkpoint's transformer layers (:func:`keep_layers`).
+        """
         tokenizer, model = load_model(card)
+        if student_layers is not None:
+            total = len(getattr(*_layer_list(model)))
+            if not 1 <= student_layers <= total:
+                raise StudentLayersError(f"--student-layers {student_layers}: {card.model_location()} has {total} "
+                                         f"transformer layers; choose a number from 1 to {total}")
+            kept = keep_layers(model, student_layers)
+            if len(kept) != total:
+                log.info("student %s: kept %d of %d transformer layers (%s, 1-based)", card.name, len(kept), total,
+                         ", ".join(str(i + 1) for i in kept))
         return cls(model.train(), card.pooling, card.similarity), tokenizer
 
     @property

@@ -1,6 +1,14 @@
-"""The training objective of one batch: Margin-MSE over the student's scores, plus the optional in-batch term."""
+"""The training objective of one batch: Margin-MSE over the student's scores, plus the optional in-batch term.
+
+Margin-MSE: Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
+Distillation" (arXiv:2010.02666). The in-batch term with an in-batch teacher ("dual supervision") is TAS-B's:
+Hofstätter et al., "Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware Sampling", SIGIR 2021
+(see :mod:`kd_pyserini.train.in_batch_margin_mse`).
+"""
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import torch
 
@@ -9,16 +17,25 @@ from kd_pyserini.train.in_batch_margin_mse import InBatchMarginMSELoss
 from kd_pyserini.train.margin_mse import MarginMSELoss
 from kd_pyserini.train.model import BertDotStudent
 
-__all__ = ["batch_loss"]
+__all__ = ["batch_loss", "ScoresBatch"]
+
+
+class ScoresBatch(Protocol):
+    """What :func:`batch_loss` needs of an in-batch teacher (:class:`~kd_pyserini.train.in_batch_teacher.
+    InBatchTeacher`): ``(B, P)`` float32 scores of each triple's query against every unique batch passage."""
+
+    def scores(self, batch: Batch) -> torch.Tensor: ...
 
 
 def batch_loss(student: BertDotStudent | torch.nn.Module, batch: Batch, in_batch_weight: float = 0.0,
-               margin_loss: MarginMSELoss | None = None,
-               in_batch_loss: InBatchMarginMSELoss | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               margin_loss: MarginMSELoss | None = None, in_batch_loss: InBatchMarginMSELoss | None = None,
+               in_batch_teacher: ScoresBatch | Any | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The training loss of one batch: Margin-MSE (+ ``in_batch_weight`` × in-batch Margin-MSE).
 
-    ``student`` is called once with all unique queries and passages (so a DDP wrapper sees one forward). Returns
-    ``(loss, parts)`` with the un-weighted terms in ``parts``.
+    ``student`` is called once with all unique queries and passages (so a DDP wrapper sees one forward). With
+    ``in_batch_teacher`` (and ``in_batch_weight > 0``) the in-batch term is TAS-B's exact two-sided one on the
+    teacher's ``scores(batch)``; without it, the one-sided approximation from the teacher file's margins. The teacher
+    is not called when ``in_batch_weight`` is 0. Returns ``(loss, parts)`` with the un-weighted terms in ``parts``.
     """
     margin_loss = margin_loss or MarginMSELoss()
     q, p = student(batch.q_ids, batch.q_mask, batch.p_ids, batch.p_mask)
@@ -30,7 +47,9 @@ def batch_loss(student: BertDotStudent | torch.nn.Module, batch: Batch, in_batch
     parts = {"margin_mse": loss.detach()}
     if in_batch_weight > 0:
         in_batch_loss = in_batch_loss or InBatchMarginMSELoss()
-        inb = in_batch_loss(qv @ p.T, batch.q_index, batch.pos_index, batch.neg_index, margin)
+        teacher = in_batch_teacher.scores(batch) if in_batch_teacher is not None else None
+        inb = in_batch_loss(qv @ p.T, batch.q_index, batch.pos_index, batch.neg_index, margin,
+                            teacher_scores=teacher)
         parts["in_batch"] = inb.detach()
         loss = loss + in_batch_weight * inb
     return loss, parts

@@ -40,7 +40,7 @@ import torch
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.progress import progress_bar, quiet_third_party
 from kd_pyserini.train import checkpoints as ck
-from kd_pyserini.train.batches import Batch, Collator, epoch_order, num_batches
+from kd_pyserini.train.batches import Batch, Collator
 from kd_pyserini.train.config import (CheckpointWriteError, NonFiniteLossError, TrainConfig, TrainingInterrupted,
                                       TrainResult)
 from kd_pyserini.train.distributed import init_distributed
@@ -50,6 +50,7 @@ from kd_pyserini.train.margin_mse import MarginMSELoss
 from kd_pyserini.train.model import BertDotStudent, resolve_student_card
 from kd_pyserini.train.objective import batch_loss
 from kd_pyserini.train.parts import WarmupLinearDecay, autocast, make_optimizer, make_validator, pick_device
+from kd_pyserini.train.recipe import CLUSTERS_FILE, clusters_digest, make_in_batch_teacher, make_sampler
 from kd_pyserini.train.teacher_files import TeacherData, load_teacher
 from kd_pyserini.train.train_log import TrainLog
 
@@ -90,7 +91,9 @@ class MarginMSETrainer:
 
         source = str(self.resume_dir) if self.resume_dir else cfg.student
         self.card = resolve_student_card(source, cfg.pooling, cfg.similarity)
-        self.student, self.tokenizer = BertDotStudent.from_card(self.card)
+        # a resumed checkpoint already has the kept layers
+        self.student, self.tokenizer = BertDotStudent.from_card(
+            self.card, student_layers=None if self.resume_dir else cfg.student_layers)
         self.query_max_length = cfg.query_max_length or self.card.query_max_length or 30
         self.passage_max_length = cfg.passage_max_length or self.card.passage_max_length or 200
         self.card = self.card.replace(query_max_length=self.query_max_length,
@@ -108,7 +111,12 @@ class MarginMSETrainer:
             raise ValueError(f"{len(self.data)} triples cannot be shared among {self.dist.world_size} processes")
         self.collator = Collator(self.tokenizer, self.query_max_length, self.passage_max_length,
                                  cfg.passage_buckets)
-        self.batches_per_epoch = num_batches(len(self.data), cfg.batch_size, self.dist.world_size)
+        self.sampler, self.clusters = make_sampler(cfg, self.data, self.output, self.resume_dir is not None,
+                                                   self.dist.main, self.dist.barrier, device=str(self.device))
+        self.batches_per_epoch = self.sampler.batches_per_epoch(self.dist.world_size)
+        if self.batches_per_epoch < 1:
+            raise ValueError(f"{cfg.teacher}: {cfg.sampling} sampling leaves no batch to train on (too few triples "
+                             f"or queries for {self.dist.world_size} process(es))")
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.batches_per_epoch / cfg.grad_accum)
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(1000, self.total_steps // 10)
 
@@ -123,6 +131,7 @@ class MarginMSETrainer:
             self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.margin_loss = MarginMSELoss()
         self.in_batch_loss = InBatchMarginMSELoss()
+        self.in_batch_teacher = make_in_batch_teacher(cfg, self.device)
 
         self.validator = make_validator(cfg, self.tokenizer, self.query_max_length, self.passage_max_length)
         self.measure = self.validator.measures[0] if self.validator else None
@@ -164,7 +173,17 @@ class MarginMSETrainer:
                 "max_grad_norm": cfg.max_grad_norm, "in_batch_weight": cfg.in_batch_weight,
                 "precision": cfg.precision, "query_max_length": self.query_max_length,
                 "passage_max_length": self.passage_max_length, "pooling": self.card.pooling,
-                "similarity": self.card.similarity, "num_triples": len(self.data)}
+                "similarity": self.card.similarity, "num_triples": len(self.data),
+                "student_layers": cfg.student_layers, "sampling": cfg.sampling, "margin_bins": cfg.margin_bins,
+                "query_clusters_sha256": clusters_digest(self.clusters),
+                "in_batch_teacher": self._teacher_key(), "recipe": cfg.recipe}
+
+    def _teacher_key(self) -> Any:
+        t = self.in_batch_teacher
+        if t is None:
+            return None
+        key = getattr(t, "key", None)
+        return key() if callable(key) else (key or self.cfg.in_batch_teacher)
 
     def _load_state(self, ckpt: Path) -> None:
         ck.load_state(self, ckpt, self.settings(), self.cfg.force)
@@ -173,7 +192,9 @@ class MarginMSETrainer:
 
     def _train_info(self, **extra: Any) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "teacher": str(self.cfg.teacher),
-                "student": self.cfg.student, "loss": "margin-mse", "in_batch_weight": self.cfg.in_batch_weight,
+                "student": self.cfg.student, "loss": self.cfg.recipe, "in_batch_weight": self.cfg.in_batch_weight,
+                "student_layers": self.cfg.student_layers, "sampling": self.cfg.sampling,
+                "in_batch_teacher": self.cfg.in_batch_teacher,
                 "query_max_length": self.query_max_length, "passage_max_length": self.passage_max_length, **extra}
 
     # -- saving --------------------------------------------------------------------------------------------------
@@ -277,31 +298,36 @@ class MarginMSETrainer:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def _make_batch(self, order: np.ndarray, b: int) -> Batch:
-        bs = self.cfg.batch_size
-        batch = self.collator([self.data[int(i)] for i in order[b * bs:(b + 1) * bs]])
+    def _make_batch(self, batches: list[np.ndarray], b: int) -> Batch:
+        batch = self.collator([self.data[int(i)] for i in batches[b]])
         if self.device.type == "cuda":
             batch = batch.pin_memory()
         return batch
 
-    def _batches(self, order: np.ndarray, start: int) -> Iterator[tuple[int, Batch]]:
-        """Batches ``start, start + 1, ...`` of ``order``; the next one is tokenised in a thread meanwhile."""
-        nb = math.ceil(len(order) / self.cfg.batch_size)
+    def _batches(self, batches: list[np.ndarray], start: int) -> Iterator[tuple[int, Batch]]:
+        """Batches ``start, start + 1, ...`` of the epoch; the next one is tokenised in a thread meanwhile."""
+        nb = len(batches)
         if start >= nb:
             return
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(self._make_batch, order, start)
+            fut = pool.submit(self._make_batch, batches, start)
             for b in range(start, nb):
                 batch = fut.result()
                 if b + 1 < nb:
-                    fut = pool.submit(self._make_batch, order, b + 1)
+                    fut = pool.submit(self._make_batch, batches, b + 1)
                 yield b, batch
 
     def _prepare_output(self) -> None:
         cfg = self.cfg
         if self.dist.main:
             if cfg.overwrite:
+                # the query clusters this run built in __init__ (into the output folder) survive the clearing
+                built = {f: f.read_bytes() for f in self.output.glob(CLUSTERS_FILE + "*")} \
+                    if cfg.cluster_encoder and self.clusters is not None else {}
                 ck.clear_output(self.output)
+                for f, data in built.items():
+                    with atomic_write(f, "wb") as out:
+                        out.write(data)
             self.output.mkdir(parents=True, exist_ok=True)
             for stale in self.output.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -355,7 +381,7 @@ class MarginMSETrainer:
         cfg = self.cfg
         accum = cfg.grad_accum
         world = self.dist.world_size
-        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc="margin-mse",
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc=cfg.recipe,
                            progress=cfg.progress if self.dist.main else False)
         window_loss, window_n, window_triples, window_time = 0.0, 0, 0, 0.0
         micro = 0
@@ -365,9 +391,9 @@ class MarginMSETrainer:
                 if self.batch_in_epoch >= self.batches_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                order = epoch_order(len(self.data), self.epoch, cfg.seed, self.dist.rank, world)
+                batches = self.sampler.epoch_batches(self.epoch, cfg.seed, self.dist.rank, world)
                 t0 = time.perf_counter()
-                for b, batch in self._batches(order, self.batch_in_epoch):
+                for b, batch in self._batches(batches, self.batch_in_epoch):
                     batch = batch.to(self.device)
                     micro += 1
                     sync = micro % accum == 0
@@ -375,7 +401,7 @@ class MarginMSETrainer:
                     with ctx:
                         with self._autocast():
                             loss, _ = batch_loss(self.model, batch, cfg.in_batch_weight, self.margin_loss,
-                                                 self.in_batch_loss)
+                                                 self.in_batch_loss, in_batch_teacher=self.in_batch_teacher)
                         value = self._check_loss(loss, batch)
                         scaled = loss / accum
                         (self.scaler.scale(scaled) if self.scaler else scaled).backward()

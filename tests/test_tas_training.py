@@ -1,0 +1,203 @@
+"""kd-train's TAS-B wiring: --sampling tas-balanced, --in-batch-teacher, --student-layers, the ``tas-b`` preset;
+exact resume and DDP with them (the sampler and the teacher themselves: test_tas_sampling.py,
+test_in_batch_teacher.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kd_pyserini.train.checkpoints import STATE_FILE, find_checkpoint
+from kd_pyserini.train.config import TrainConfig
+from kd_pyserini.train.recipe import CLUSTERS_FILE
+from kd_pyserini.train.teacher_files import load_teacher
+from kd_pyserini.train.trainer import MarginMSETrainer
+
+JSONL = "kd-samples/msmarco-10q-teacher-scores.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def jsonl(data_dir: Path) -> Path:
+    return data_dir / JSONL
+
+
+def _cfg(out: Path, student: Path, teacher: Path, **kw) -> TrainConfig:
+    base = dict(teacher=str(teacher), output=str(out), student=str(student), batch_size=4, lr=1e-2,
+                warmup_steps=1, save_every=0, log_every=1, progress=False, seed=7, query_max_length=16,
+                passage_max_length=48)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _tas(out: Path, student: Path, teacher: Path, encoder: Path, **kw) -> TrainConfig:
+    return _cfg(out, student, teacher, sampling="tas-balanced", cluster_encoder=str(encoder), clusters=3,
+                in_batch_teacher=str(encoder), in_batch_weight=0.75, in_batch_teacher_scale=2.0, **kw)
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def _kd_train(*args: str):
+    from click.testing import CliRunner
+
+    from kd_pyserini.cli.train import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_tas_balanced_with_in_batch_teacher_trains_and_resume_is_bit_identical(tmp_path, tiny_distilbert_dir,
+                                                                              jsonl):
+    data = load_teacher(jsonl)
+    full = MarginMSETrainer(_tas(tmp_path / "full", tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=8,
+                                 save_every=3, save_total_limit=0), data)
+    assert full.in_batch_teacher is not None and full.clusters is not None
+    clusters_file = tmp_path / "full" / CLUSTERS_FILE
+    res = full.train()
+    assert res.steps == 8 and clusters_file.is_file()
+    # every batch's queries come from the clusters the run recorded (tas-balanced was really used)
+    args = json.loads((tmp_path / "full" / "training_args.json").read_text())
+    assert args["sampling"] == "tas-balanced" and args["in_batch_weight"] == 0.75
+    state = torch.load(tmp_path / "full" / "checkpoint-3" / STATE_FILE, weights_only=True)
+    assert state["settings"]["sampling"] == "tas-balanced" and state["settings"]["query_clusters_sha256"]
+    assert state["settings"]["in_batch_teacher"]
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(trainer):
+        if trainer.step == 5:
+            raise Stop
+
+    part = tmp_path / "part"
+    with pytest.raises(Stop):
+        MarginMSETrainer(_tas(part, tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=8, save_every=3),
+                         data, on_step=interrupt).train()
+    assert find_checkpoint(part).name == "checkpoint-3"
+    cached = (part / CLUSTERS_FILE).read_bytes()
+    mtime = (part / CLUSTERS_FILE).stat().st_mtime_ns
+    resumed = MarginMSETrainer(_tas(part, tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=8,
+                                    save_every=3, resume="latest"), data).train()
+    assert resumed.steps == 8
+    assert (part / CLUSTERS_FILE).read_bytes() == cached and (part / CLUSTERS_FILE).stat().st_mtime_ns == mtime
+    a, b = _weights(res.final_dir), _weights(resumed.final_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # the teacher matters: without it (one-sided approximation) the same run ends elsewhere
+    other = MarginMSETrainer(_cfg(tmp_path / "approx", tiny_distilbert_dir, jsonl, sampling="tas-balanced",
+                                  cluster_encoder=str(tiny_distilbert_dir), clusters=3, in_batch_weight=0.75,
+                                  max_steps=8), data).train()
+    c = _weights(other.final_dir)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_with_another_in_batch_teacher_or_sampling_is_refused(tmp_path, tiny_distilbert_dir, jsonl,
+                                                                     minilm_dir):
+    data = load_teacher(jsonl)
+    out = tmp_path / "run"
+    MarginMSETrainer(_tas(out, tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=2, save_every=2),
+                     data).train()
+    with pytest.raises(ValueError, match="in_batch_teacher"):
+        MarginMSETrainer(_cfg(out, tiny_distilbert_dir, jsonl, sampling="tas-balanced",
+                              cluster_encoder=str(tiny_distilbert_dir), clusters=3, in_batch_teacher=str(minilm_dir),
+                              in_batch_weight=0.75, in_batch_teacher_scale=2.0, max_steps=4, save_every=2,
+                              resume="latest"), data)
+    with pytest.raises(ValueError, match="sampling"):
+        MarginMSETrainer(_cfg(out, tiny_distilbert_dir, jsonl, in_batch_teacher=str(tiny_distilbert_dir),
+                              in_batch_weight=0.75, in_batch_teacher_scale=2.0, max_steps=4, save_every=2,
+                              resume="latest"), data)
+
+
+def test_student_layers_cut_is_saved_and_reloads(tmp_path, minilm_dir, jsonl):
+    import kd_pyserini
+    from transformers import AutoConfig
+
+    r = _kd_train("margin-mse", "--teacher", str(jsonl), "--student", str(minilm_dir), "--student-layers", "3",
+                  "--pooling", "cls", "--similarity", "dot", "--output", str(tmp_path / "s"), "--max-steps", "2",
+                  "--batch-size", "4", "--no-progress", "--cpu-threads", "1", "--query-max-length", "16",
+                  "--passage-max-length", "32")
+    assert r.exit_code == 0, r.output
+    assert AutoConfig.from_pretrained(tmp_path / "s").num_hidden_layers == 3
+    enc = kd_pyserini.get_query_encoder(str(tmp_path / "s"), device="cpu")
+    assert enc.encoder.card.pooling == "cls" and enc.encode("what is a dense retriever").shape == (384,)
+
+
+def test_cli_tas_b_preset_defaults_and_refusals(tmp_path, tiny_distilbert_dir, jsonl):
+    r = _kd_train("tas-b", "--help")
+    assert r.exit_code == 0
+    text = "".join(r.output.split())  # help wraps lines, also at hyphens: compare without whitespace
+    for shown in ("--sampling[random|tas-balanced]random:aseeded", "[default:tas-balanced]",
+                  "[default:0.75;", "[default:256;", "[default:2000;", "--in-batch-teacherCARD",
+                  "--student-layers"):
+        assert shown in text, shown
+    assert "[default:32;" in "".join(_kd_train("margin-mse", "--help").output.split())
+    common = ["--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--no-progress"]
+    r = _kd_train("tas-b", *common, "--output", str(tmp_path / "a"), "--cluster-encoder", str(tiny_distilbert_dir))
+    assert r.exit_code == 2 and "needs --in-batch-teacher" in r.output
+    r = _kd_train("tas-b", *common, "--output", str(tmp_path / "b"), "--in-batch-teacher", str(tiny_distilbert_dir))
+    assert r.exit_code == 1 and "--query-clusters FILE" in r.output and "Traceback" not in r.output
+    r = _kd_train("margin-mse", *common, "--output", str(tmp_path / "c"), "--query-clusters", str(jsonl))
+    assert r.exit_code == 1 and "applies only with --sampling tas-balanced" in r.output
+    r = _kd_train("margin-mse", *common, "--output", str(tmp_path / "d"), "--in-batch-teacher",
+                  str(tiny_distilbert_dir))
+    assert r.exit_code == 1 and "--in-batch-weight W > 0" in r.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before anything is written
+
+
+def test_cli_tas_b_trains_with_a_clusters_file(tmp_path, tiny_distilbert_dir, jsonl):
+    from kd_pyserini.train.sampling import query_keys
+
+    keys = sorted(set(query_keys(load_teacher(jsonl), None)))
+    clusters = tmp_path / "clusters.tsv"
+    clusters.write_text("\t".join(keys[:5]) + "\n" + "\t".join(keys[5:]) + "\n")
+    r = _kd_train("tas-b", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--output",
+                  str(tmp_path / "o"), "--query-clusters", str(clusters), "--in-batch-teacher",
+                  str(tiny_distilbert_dir), "--batch-size", "4", "--max-steps", "3", "--lr", "1e-3", "--no-progress",
+                  "--cpu-threads", "1", "--query-max-length", "16", "--passage-max-length", "32")
+    assert r.exit_code == 0, r.output
+    assert "trained 3 steps" in r.output
+    args = json.loads((tmp_path / "o" / "training_args.json").read_text())
+    assert args["recipe"] == "tas-b" and args["sampling"] == "tas-balanced" and args["margin_bins"] == 10
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_tas_balanced_in_batch_teacher_exact_resume(tmp_path, tiny_distilbert_dir, jsonl):
+    """Two CPU processes (gloo): tas-balanced batches dealt to ranks, the in-batch teacher on each, rank 0 builds the
+    clusters, and --resume of the DDP run is exact."""
+    def run(out: Path, port: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "kd_pyserini.train", "margin-mse", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir),
+               "--output", str(out), "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2", "--save-every", "2",
+               "--no-progress", "--log-every", "1", "--cpu-threads", "1", "--sampling", "tas-balanced",
+               "--cluster-encoder", str(tiny_distilbert_dir), "--clusters", "2", "--in-batch-teacher",
+               str(tiny_distilbert_dir), "--in-batch-weight", "0.75", "--query-max-length", "16",
+               "--passage-max-length", "32", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count("trained 4 steps") == 1
+
+    run(tmp_path / "a", 29621)
+    args = json.loads((tmp_path / "a" / "training_args.json").read_text())
+    assert args["world_size"] == 2 and args["sampling"] == "tas-balanced"
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    shutil.copy(tmp_path / "a" / CLUSTERS_FILE, tmp_path / "b" / CLUSTERS_FILE)
+    run(tmp_path / "b", 29622, "--resume", "latest")
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
