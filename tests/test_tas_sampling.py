@@ -100,6 +100,21 @@ def test_a_cluster_is_drawn_in_proportion_to_the_queries_it_has_left():
     assert chi2([first["a"], first["b"]], [500, 1500]) < CHI2_999[1], first
 
 
+def test_every_batch_draws_its_cluster_afresh_not_favouring_the_last_one():
+    """Two clusters of 10 queries, batch size 1: after a batch from cluster a, 9 of a's and 10 of b's 19 queries are
+    left, so the next batch is from a with probability 9/19 (a sampler that keeps a cluster until some other
+    criterion fires gives ~0.95 here; the first draw alone cannot tell them apart)."""
+    clusters = [[f"a{i}" for i in range(10)], [f"b{i}" for i in range(10)]]
+    keys = [q for c in clusters for q in c for _ in range(2)]
+    s = TasBalancedSampler(keys, np.arange(len(keys), dtype=float), clusters, 1)
+    same = 0
+    n = 3000
+    for e in range(n):
+        b = s.epoch_batches(e, seed=11)
+        same += keys[b[0][0]][0] == keys[b[1][0]][0]
+    assert chi2([same, n - same], [n * 9 / 19, n * 10 / 19]) < CHI2_999[1], same / n
+
+
 def test_leftover_queries_unknown_qids_and_single_pair_queries():
     """Queries in no cluster form one extra cluster (warned); cluster qids unknown to the teacher data are ignored
     with a warning naming file:line; single-pair queries are dropped and counted."""

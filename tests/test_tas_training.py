@@ -169,11 +169,12 @@ def test_cli_tas_b_trains_with_a_clusters_file(tmp_path, tiny_distilbert_dir, js
     r = _kd_train("tas-b", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--output",
                   str(tmp_path / "o"), "--query-clusters", str(clusters), "--in-batch-teacher",
                   str(tiny_distilbert_dir), "--batch-size", "4", "--max-steps", "3", "--lr", "1e-3", "--no-progress",
-                  "--cpu-threads", "1", "--query-max-length", "16", "--passage-max-length", "32")
+                  "--cpu-threads", "1")
     assert r.exit_code == 0, r.output
     assert "trained 3 steps" in r.output
     args = json.loads((tmp_path / "o" / "training_args.json").read_text())
     assert args["recipe"] == "tas-b" and args["sampling"] == "tas-balanced" and args["margin_bins"] == 10
+    assert (args["query_max_length"], args["passage_max_length"]) == (30, 200)  # the paper's, not the card's
 
 
 @pytest.mark.slow
@@ -197,7 +198,37 @@ def test_torchrun_ddp_tas_balanced_in_batch_teacher_exact_resume(tmp_path, tiny_
     assert args["world_size"] == 2 and args["sampling"] == "tas-balanced"
     (tmp_path / "b").mkdir()
     shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
-    shutil.copy(tmp_path / "a" / CLUSTERS_FILE, tmp_path / "b" / CLUSTERS_FILE)
+    for name in (CLUSTERS_FILE, CLUSTERS_FILE + ".json"):  # the cache with its record: reused, not rebuilt
+        shutil.copy2(tmp_path / "a" / name, tmp_path / "b" / name)
+    mtime = (tmp_path / "b" / CLUSTERS_FILE).stat().st_mtime_ns
     run(tmp_path / "b", 29622, "--resume", "latest")
+    assert (tmp_path / "b" / CLUSTERS_FILE).stat().st_mtime_ns == mtime
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cluster_cache_survives_a_failed_start_and_a_mismatched_resume(tmp_path, tiny_distilbert_dir, jsonl,
+                                                                       monkeypatch):
+    """An output folder holding only the clusters cache (a run that stopped before training) is reused by the next
+    run, not refused; a resume with another --clusters is refused without touching the cache; a teacher given by
+    another spelling of the same folder resumes."""
+    data = load_teacher(jsonl)
+    out = tmp_path / "run"
+    MarginMSETrainer(_tas(out, tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=2, save_every=2),
+                     data)  # built the clusters, then "failed" before train()
+    assert sorted(p.name for p in out.iterdir()) == [CLUSTERS_FILE, CLUSTERS_FILE + ".json"]
+    cached, mtime = (out / CLUSTERS_FILE).read_bytes(), (out / CLUSTERS_FILE).stat().st_mtime_ns
+    MarginMSETrainer(_tas(out, tiny_distilbert_dir, jsonl, tiny_distilbert_dir, max_steps=2, save_every=2),
+                     data).train()
+    assert (out / CLUSTERS_FILE).stat().st_mtime_ns == mtime  # reused, not rebuilt
+    with pytest.raises(ValueError, match="clusters: 3 -> 2"):
+        MarginMSETrainer(_cfg(out, tiny_distilbert_dir, jsonl, sampling="tas-balanced",
+                              cluster_encoder=str(tiny_distilbert_dir), clusters=2,
+                              in_batch_teacher=str(tiny_distilbert_dir), in_batch_weight=0.75,
+                              in_batch_teacher_scale=2.0, max_steps=4, save_every=2, resume="latest"), data)
+    assert (out / CLUSTERS_FILE).read_bytes() == cached and (out / CLUSTERS_FILE).stat().st_mtime_ns == mtime
+    monkeypatch.chdir(tiny_distilbert_dir.parent)
+    relative = Path(tiny_distilbert_dir.name)
+    res = MarginMSETrainer(_tas(out, tiny_distilbert_dir, jsonl, relative, max_steps=2, save_every=2,
+                                resume="latest"), data).train()  # no ResumeMismatchError: the same folder
+    assert res.steps == 2

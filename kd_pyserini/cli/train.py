@@ -56,6 +56,8 @@ MARGIN_MSE_DEFAULTS: dict[str, Any] = {"batch_size": 32, "lr": 7e-6, "sampling":
 #: ``config/train/modes/tas_balanced.yaml``): the released checkpoint used batch 256.
 TAS_B_DEFAULTS: dict[str, Any] = {"batch_size": 256, "lr": 7e-6, "sampling": "tas-balanced", "clusters": 2000,
                                   "in_batch_weight": 0.75}
+#: ``kd-train tas-b``'s query / passage lengths unless given (margin-mse takes the student card's).
+TAS_B_LENGTHS = (30, 200)
 
 
 @click.group(name="kd-train", cls=KdGroup)
@@ -108,8 +110,9 @@ def train_options(d: dict[str, Any]):
         click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Micro-batches per optimizer step."),
         device_option(),
-        precision_option(("fp32", "bf16", "fp16"), help="Autocast precision (fp16: CUDA only, with a grad scaler; "
-                                                        "bf16: CUDA or CPU). Also the in-batch teacher's."),
+        precision_option(("fp32", "bf16", "fp16"), help="The student's autocast precision (fp16: CUDA only, with a "
+                                                        "grad scaler; bf16: CUDA or CPU). An in-batch teacher runs in "
+                                                        "bf16 (fp16 where bf16 is missing) on GPUs, fp32 on CPUs."),
         click.option("--seed", type=int, default=42, show_default=True,
                      help="Seeds the data order, the clusters and dropout."),
         click.option("--sampling", type=click.Choice(["random", "tas-balanced"]), default=d["sampling"],
@@ -226,13 +229,17 @@ def tas_b_cmd(compile_: bool, progress: bool | None, measures: str, **options: A
     """TAS-B: Margin-MSE + TAS-balanced batches + an in-batch term from a dynamic teacher (Hofstätter et al. 2021).
 
     The same options as margin-mse with TAS-B's defaults: --sampling tas-balanced, --clusters 2000, --margin-bins
-    10, --in-batch-weight 0.75, --batch-size 256, --lr 7e-6; --in-batch-teacher is required, and the clusters come
-    from --query-clusters or --cluster-encoder.
+    10, --in-batch-weight 0.75, --batch-size 256, --lr 7e-6, --query-max-length 30, --passage-max-length 200;
+    --in-batch-teacher is required, and the clusters come from --query-clusters or --cluster-encoder. An epoch of
+    TAS-balanced sampling is one pass over the queries (one pair each): set --max-steps.
     """
     if not options.get("in_batch_teacher"):
         raise click.UsageError("kd-train tas-b needs --in-batch-teacher CARD (TAS-B's dynamic in-batch teacher, e.g. "
                                "a ColBERT or cross-encoder card); for the one-sided approximation use kd-train "
                                "margin-mse --in-batch-weight")
+    # the paper's lengths, whatever the student card says (all-MiniLM-L6-v2's card would give 256/256)
+    options["query_max_length"] = options["query_max_length"] or TAS_B_LENGTHS[0]
+    options["passage_max_length"] = options["passage_max_length"] or TAS_B_LENGTHS[1]
     _run("tas-b", compile_, progress, measures, options)
 
 

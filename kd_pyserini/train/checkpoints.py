@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
 #: what a kd-train output folder holds besides checkpoints (any of them marks a folder as a training run's).
 RUN_FILES = ("training_args.json", "train_log.csv", "kd_pyserini_train.json")
+#: caches a run may leave in --output before training starts (the k-means query clusters); each checks itself
+#: against its own record, so an output holding only these counts as empty for a new run.
+CACHE_FILES = ("query_clusters.tsv", "query_clusters.tsv.json")
 #: settings that are paths: compared as resolved paths, so ``./teacher.tsv`` and ``/abs/teacher.tsv`` are equal.
 PATH_SETTINGS = ("teacher", "collection", "queries", "student")
 
@@ -99,8 +102,13 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------------------ the output folder
 
 def _looks_like_run(output: Path) -> bool:
-    return any((output / f).exists() for f in RUN_FILES) or any(output.glob("checkpoint-*")) \
+    return any((output / f).exists() for f in RUN_FILES + CACHE_FILES) or any(output.glob("checkpoint-*")) \
         or any(output.glob(".tmp-checkpoint-*"))
+
+
+def _is_cache(name: str) -> bool:
+    """A cache file, or the hidden temporary of one that a kill interrupted (atomic_write's ``.NAME.*.tmp``)."""
+    return name in CACHE_FILES or any(name.startswith(f".{c}.") and name.endswith(".tmp") for c in CACHE_FILES)
 
 
 def _shown(names: list[str], limit: int = 4) -> str:
@@ -122,7 +130,7 @@ def check_output(output: Path, resume_dir: Path | None, overwrite: bool) -> None
     """
     if output.exists() and not output.is_dir():
         raise OutputInUseError(f"{output} is a file; --output must be a folder")
-    entries = sorted(p.name for p in output.iterdir()) if output.is_dir() else []
+    entries = sorted(p.name for p in output.iterdir() if not _is_cache(p.name)) if output.is_dir() else []
     inside = resume_dir is not None and resume_dir.resolve().parent == output.resolve()
     if overwrite:
         if inside:

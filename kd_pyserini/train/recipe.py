@@ -17,14 +17,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kd_pyserini.train.checkpoints import CACHE_FILES
 from kd_pyserini.train.config import TrainConfig
 
-__all__ = ["CLUSTERS_FILE", "make_sampler", "clusters_digest", "make_in_batch_teacher"]
+__all__ = ["CLUSTERS_FILE", "make_sampler", "clusters_digest", "make_in_batch_teacher", "card_argument"]
 
 log = logging.getLogger(__name__)
 
 #: where built query clusters are cached inside ``--output`` (matchmaker's format: a line of tab-separated qids).
-CLUSTERS_FILE = "query_clusters.tsv"
+CLUSTERS_FILE = CACHE_FILES[0]
+
+
+def card_argument(name: str | None) -> str | None:
+    """A card given as a folder, as an absolute path (so a run resumed from another working directory, or with the
+    path spelt differently, records the same teacher and cluster encoder); card names and hub ids as given."""
+    if name and Path(name).exists():
+        return str(Path(name).resolve())
+    return name
 
 
 def clusters_digest(clusters: list[list[str]] | None) -> str | None:
@@ -42,7 +51,8 @@ def make_sampler(cfg: TrainConfig, data: Any, output: Path, resuming: bool, main
     """The batch sampler of ``cfg.sampling`` and the clusters it uses (``None`` for random sampling).
 
     With ``--cluster-encoder``, rank 0 builds the clusters (or reuses ``OUTPUT/query_clusters.tsv`` when its recorded
-    settings match) and writes them; the other ranks wait at ``barrier`` and read them. ``--overwrite`` rebuilds.
+    settings match) and writes them; the other ranks wait at ``barrier`` and read them. ``--overwrite`` rebuilds; a
+    resumed run reads the cache as it is (its checkpoint's settings then check it) and never replaces it.
     """
     from kd_pyserini.train import sampling
 
@@ -56,10 +66,15 @@ def make_sampler(cfg: TrainConfig, data: Any, output: Path, resuming: bool, main
     else:
         cache = output / CLUSTERS_FILE
         if main:
-            if cfg.overwrite and not resuming:
-                cl.discard_cache(cache)
-            clusters = cl.cached_query_clusters(cache, sampling.query_texts(data, keys), cfg.clusters, cfg.cluster_encoder,
-                                                cfg.seed, device=device)
+            if resuming and cache.is_file():
+                # never rebuilt under a resumed run: the checkpoint's settings (clusters digest, k, encoder, seed)
+                # decide whether these are the clusters it was trained with
+                clusters = cl.read_query_clusters(cache)
+            else:
+                if cfg.overwrite and not resuming:
+                    cl.discard_cache(cache)
+                clusters = cl.cached_query_clusters(cache, sampling.query_texts(data, keys), cfg.clusters,
+                                                    card_argument(cfg.cluster_encoder), cfg.seed, device=device)
         barrier()
         if not main:
             clusters = cl.read_query_clusters(cache)
@@ -75,5 +90,5 @@ def make_in_batch_teacher(cfg: TrainConfig, device: Any) -> Any:
 
     # the teacher's own device (the last GPU when several are visible outside torchrun, as matchmaker does) and
     # precision (bf16/fp16 on GPUs, fp32 on CPUs): it only scores, never trains
-    return load_in_batch_teacher(cfg.in_batch_teacher, device=None, student_device=device, precision="auto",
-                                 scale=cfg.in_batch_teacher_scale)
+    return load_in_batch_teacher(card_argument(cfg.in_batch_teacher), device=None, student_device=device,
+                                 precision="auto", scale=cfg.in_batch_teacher_scale)

@@ -26,7 +26,8 @@ rank, a pure function of its arguments: numpy Generators seeded with ``[seed, ep
 
 Where this differs from matchmaker (which streams batches forever, with replacement): queries are drawn without
 replacement within an epoch (the issue's epoch), and the next cluster is chosen with probability proportional to the
-queries it has left (equivalently: the cluster of a uniformly random unused query), not uniformly among clusters; a
+queries it has left (a fresh draw for every batch, so the cluster just used is not favoured), not uniformly among
+clusters; a
 uniform choice without replacement empties small clusters first and would end every epoch with long runs of batches
 from the largest clusters. matchmaker also crashes on a query whose margins are all equal (``np.arange`` with step
 0); here it has one bin.
@@ -40,7 +41,6 @@ queries may name more queries than a teacher file holds); a cluster file naming 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import math
 import os
@@ -451,27 +451,21 @@ class TasBalancedSampler:
         rng = np.random.default_rng([seed, epoch, _STREAM])
         n_q, n_c, bs = self.queries, self.clusters, self.batch_size
         lay = np.lexsort((rng.random(n_q), self._cluster_of))  # clusters in turn, queries shuffled within each
-        rank = rng.permutation(n_q)[lay].astype(np.int64)  # a random order of all queries, laid out like `lay`
-        # suffix minima of `rank` within each cluster's segment: the cluster whose next unused query comes first in
-        # the random order is the next one drawn, i.e. a cluster is drawn in proportion to the queries it has left.
-        seg = self._cluster_of[lay][::-1]
-        shift = (n_c - 1 - seg) * (n_q + 1)
-        sufmin = (np.minimum.accumulate(rank[::-1] - shift) + shift)[::-1].tolist()
-        csize, cstart = self._csize.tolist(), self._cstart.tolist()
-        heap = [(sufmin[cstart[c]], c) for c in range(n_c)]
-        heapq.heapify(heap)
-        taken = [0] * n_c
-        pieces, fill = [], 0
-        while heap:
-            _, c = heapq.heappop(heap)
-            left = csize[c] - taken[c]
-            k = min(bs - fill % bs, left)  # fill the current batch; a cluster that runs short gives all it has left
-            a = cstart[c] + taken[c]
+        # each batch piece draws its cluster afresh, in proportion to the queries it has left (a fresh draw: the
+        # cluster just used is not favoured), and takes the next queries of that cluster's shuffled segment
+        left = self._csize.astype(np.int64)
+        cstart = self._cstart.astype(np.int64)
+        taken = np.zeros(n_c, dtype=np.int64)
+        pieces, fill, remaining = [], 0, n_q
+        while remaining:
+            c = int(np.searchsorted(np.cumsum(left), rng.integers(remaining), side="right"))
+            k = int(min(bs - fill % bs, left[c]))  # fill the current batch; a short cluster gives all it has left
+            a = int(cstart[c] + taken[c])
             pieces.append(lay[a:a + k])
             taken[c] += k
+            left[c] -= k
             fill += k
-            if k < left:
-                heapq.heappush(heap, (sufmin[a + k], c))
+            remaining -= k
         seq = np.concatenate(pieces)
         # one pair per query: a uniformly chosen non-empty margin bin, then a uniformly chosen pair in it
         g = self._gptr[:-1] + rng.integers(0, self._ngroups)

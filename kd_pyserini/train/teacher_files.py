@@ -414,8 +414,10 @@ def load_teacher(path: str | os.PathLike, fmt: str = "auto", collection: str | o
             raise ValueError("an id teacher file (pos_score, neg_score, qid, pos_pid, neg_pid) needs --collection "
                              "(collection.tsv) and --queries (queries.train.tsv) to turn ids into text")
         return IdTeacherData(path, OffsetIndex(collection, skip_bad), OffsetIndex(queries, skip_bad), skip_bad)
-    if collection is not None or queries is not None:
-        log.warning("--collection/--queries are ignored for a %s teacher file (texts are in the file)", fmt)
+    if collection is not None:
+        log.warning("--collection is ignored for a %s teacher file (the passages' texts are in the file)", fmt)
+    if queries is not None:
+        log.info("--queries with a %s teacher file only gives its query texts their qids (for --query-clusters)", fmt)
     if fmt == "text":
         return TextTeacherData(path, skip_bad)
     return JsonlTeacherData(path, skip_bad)

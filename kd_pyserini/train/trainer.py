@@ -50,7 +50,8 @@ from kd_pyserini.train.margin_mse import MarginMSELoss
 from kd_pyserini.train.model import BertDotStudent, resolve_student_card
 from kd_pyserini.train.objective import batch_loss
 from kd_pyserini.train.parts import WarmupLinearDecay, autocast, make_optimizer, make_validator, pick_device
-from kd_pyserini.train.recipe import CLUSTERS_FILE, clusters_digest, make_in_batch_teacher, make_sampler
+from kd_pyserini.train.recipe import (CLUSTERS_FILE, card_argument, clusters_digest, make_in_batch_teacher,
+                                     make_sampler)
 from kd_pyserini.train.teacher_files import TeacherData, load_teacher
 from kd_pyserini.train.train_log import TrainLog
 
@@ -111,6 +112,10 @@ class MarginMSETrainer:
             raise ValueError(f"{len(self.data)} triples cannot be shared among {self.dist.world_size} processes")
         self.collator = Collator(self.tokenizer, self.query_max_length, self.passage_max_length,
                                  cfg.passage_buckets)
+        # the cheap checks first (teacher card, validation files): the clusters may take minutes to build
+        self.in_batch_teacher = make_in_batch_teacher(cfg, self.device)
+        self.validator = make_validator(cfg, self.tokenizer, self.query_max_length, self.passage_max_length)
+        self.measure = self.validator.measures[0] if self.validator else None
         self.sampler, self.clusters = make_sampler(cfg, self.data, self.output, self.resume_dir is not None,
                                                    self.dist.main, self.dist.barrier, device=str(self.device))
         self.batches_per_epoch = self.sampler.batches_per_epoch(self.dist.world_size)
@@ -131,10 +136,6 @@ class MarginMSETrainer:
             self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.margin_loss = MarginMSELoss()
         self.in_batch_loss = InBatchMarginMSELoss()
-        self.in_batch_teacher = make_in_batch_teacher(cfg, self.device)
-
-        self.validator = make_validator(cfg, self.tokenizer, self.query_max_length, self.passage_max_length)
-        self.measure = self.validator.measures[0] if self.validator else None
 
         # training position and bookkeeping (all restored by resume)
         self.step = 0
@@ -176,6 +177,8 @@ class MarginMSETrainer:
                 "similarity": self.card.similarity, "num_triples": len(self.data),
                 "student_layers": cfg.student_layers, "sampling": cfg.sampling, "margin_bins": cfg.margin_bins,
                 "query_clusters_sha256": clusters_digest(self.clusters),
+                "cluster_encoder": card_argument(cfg.cluster_encoder), "clusters": cfg.clusters if cfg.cluster_encoder
+                else None,
                 "in_batch_teacher": self._teacher_key(), "recipe": cfg.recipe}
 
     def _teacher_key(self) -> Any:
