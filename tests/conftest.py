@@ -75,17 +75,43 @@ def sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging_state():
-    """Undo what earlier tests' code (CLIs' logging.basicConfig, third-party libraries) left in the global logging
-    state, so ``caplog`` sees kd_pyserini's warnings whatever ran before."""
+def _kd_logging_state() -> dict:
+    """What decides whether kd_pyserini's warnings reach ``caplog`` (a handler on the root logger): the global
+    ``logging.disable`` level, the root level, and each kd_pyserini logger's level/disabled/propagate/handlers."""
     import logging
 
-    logging.disable(logging.NOTSET)
-    logging.getLogger().setLevel(logging.WARNING)  # Python's default; a CLI's basicConfig(level=...) may have moved it
-    for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and (name == "kd_pyserini" or name.startswith("kd_pyserini.")):
-            logger.disabled = False
-            logger.propagate = True
-            logger.setLevel(logging.NOTSET)
+    kd = {name: (lg.level, lg.disabled, lg.propagate, tuple(lg.handlers))
+          for name, lg in logging.Logger.manager.loggerDict.items()
+          if isinstance(lg, logging.Logger) and (name == "kd_pyserini" or name.startswith("kd_pyserini."))}
+    return {"disable": logging.root.manager.disable, "root": logging.root.level, "kd": kd}
+
+
+def _restore_logging_state(state: dict) -> None:
+    import logging
+
+    logging.disable(state["disable"])
+    logging.root.setLevel(state["root"])
+    for name, lg in logging.Logger.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger) and (name == "kd_pyserini" or name.startswith("kd_pyserini.")):
+            level, disabled, propagate, handlers = state["kd"].get(name, (logging.NOTSET, False, True, ()))
+            lg.setLevel(level)
+            lg.disabled, lg.propagate, lg.handlers = disabled, propagate, list(handlers)
+
+
+@pytest.fixture(autouse=True)
+def _logging_state_unchanged(request):
+    """Fail the test that leaves the logging state kd_pyserini's warnings depend on changed (and restore it), instead
+    of letting a later test's ``caplog`` silently miss a warning. kd_pyserini never configures its own loggers (only
+    the CLIs call ``logging.basicConfig``, on the root logger, which does nothing while pytest's handlers are there),
+    so any change comes from the test or from tool code it runs in-process (as ``tools/bench``'s
+    ``quiet_pyserini_logs`` once left the ``kd_pyserini`` logger at ERROR)."""
+    before = _kd_logging_state()
     yield
+    after = _kd_logging_state()
+    changed = {k: (before[k], after[k]) for k in ("disable", "root") if before[k] != after[k]}
+    changed.update({name: (before["kd"].get(name), st) for name, st in after["kd"].items()
+                    if st != before["kd"].get(name, (0, False, True, ()))})
+    if changed:
+        _restore_logging_state(before)
+        pytest.fail(f"{request.node.nodeid} left the logging state changed (before, after): {changed}; later tests' "
+                    "caplog would miss kd_pyserini's warnings (restored)", pytrace=False)

@@ -163,6 +163,66 @@ def test_resolver_paths_file_and_prebuilt_cache(tmp_path, monkeypatch):
     assert rp.build_resolver(output_dir=tmp_path).variables["bm25_index"] == str(cached)
 
 
+def _shipped_prebuilt() -> dict[str, dict]:
+    from kd_pyserini.pyserini_compat.metadata import shipped_prebuilt_entries
+
+    files = shipped_prebuilt_entries()
+    shipped = {r["name"]: r for r in files["lucene/msmarco-v1-passage-inverted.json"]}
+    shipped.update(files["faiss/msmarco-faiss.json"])
+    return shipped
+
+
+def test_matrix_prebuilt_indexes_are_known_offline_on_both_pyserini_lines(tmp_path, monkeypatch):
+    """The prebuilt indexes the matrix names by default are known without the network on both lines: Pyserini 1.6
+    from its static tables, 2.x (whose tables come from GitHub) from the entries kd_pyserini ships, and both agree
+    with them; Pyserini's own check_downloaded finds an index in the folder kd computes."""
+    from pyserini.util import check_downloaded
+
+    shipped = _shipped_prebuilt()
+    names = [rp.DEFAULT_PATHS[k] for k in rp.INDEX_VARIABLES]
+    assert sorted(names) == sorted(shipped)
+    monkeypatch.setenv("PYSERINI_CACHE", str(tmp_path / "cache"))
+    for name in names:
+        info, want = rp.prebuilt_info(name), shipped[name]
+        assert info is not None, name
+        assert (info["filename"], info["md5"], info.get("size compressed (bytes)", info.get("size"))) == \
+            (want["filename"], want["md5"], want["size"]), name
+        assert f"prebuilt index {name} ({want['size'] / 1e9:.1f} GB compressed) not in" in rp.index_problem(name)
+        assert rp.prebuilt_index_path(name) is None and not check_downloaded(name)
+        folder = tmp_path / "cache" / "indexes" / f"{want['filename'].removesuffix('.tar.gz')}.{want['md5']}"
+        folder.mkdir(parents=True)
+        assert rp.prebuilt_index_path(name) == folder and check_downloaded(name)
+        assert rp.index_problem(name) is None
+    # a name only Pyserini's online tables know is "not found", never a crash (2.x offline: no record at all)
+    problem = rp.index_problem("msmarco-v1-passage.unicoil")
+    assert problem.startswith(("prebuilt index msmarco-v1-passage.unicoil (", "index msmarco-v1-passage.unicoil not "
+                                                                              "found")), problem
+
+
+def test_prebuilt_fallback_serves_the_shipped_entries_and_placeholders_only_during_import():
+    """Pyserini 2.x offline, no saved copy: each prebuilt-indexes file gets kd_pyserini's shipped entries for it (or
+    an empty table); the placeholders for the names prebuilt_index_info reads at import are gone once it is imported
+    (they used to stay in every table loaded later: index_problem('msmarco-v1-passage.unicoil') raised IndexError)."""
+    from kd_pyserini.pyserini_compat import metadata
+
+    base = "https://raw.githubusercontent.com/castorini/prebuilt-indexes/0123abc/"
+    fallback = metadata.prebuilt_fallback({"msmarco-v1-passage.unicoil"})
+    data, served = fallback(base + "lucene/msmarco-v1-passage-inverted.json")
+    records = json.loads(data)
+    assert [r["name"] for r in records] == ["msmarco-v1-passage", "msmarco-v1-passage.unicoil"]
+    assert records[0] == _shipped_prebuilt()["msmarco-v1-passage"] and records[1]["urls"] == []
+    assert served == "kd_pyserini's shipped entries (msmarco-v1-passage)"
+    fallback.keys.clear()  # what the import hook does once prebuilt_index_info is imported
+    assert [r["name"] for r in json.loads(fallback(base + "lucene/msmarco-v1-passage-inverted.json")[0])] == \
+        ["msmarco-v1-passage"]
+    assert fallback(base + "lucene/beir-inverted.json") == (b"[]", "empty table")
+    faiss = json.loads(fallback(base + "faiss/msmarco-faiss.json")[0])
+    assert sorted(faiss) == ["msmarco-v1-passage.distilbert-dot-margin-mse-t2",
+                             "msmarco-v1-passage.distilbert-dot-tas_b-b256"]
+    assert fallback(base + "faiss/beir-faiss.json") == (b"{}", "empty table")
+    assert fallback("https://raw.githubusercontent.com/castorini/eval/abc/topics.json") is None
+
+
 # ------------------------------------------------------------------------------------------- running what is here
 
 def test_reference_runs_reproduce_exactly(data, offline):

@@ -21,7 +21,9 @@ what handles each:
    level, so ``import pyserini.encode`` needs ``$OPENAI_API_KEY``); 2.x ``encode/_openai.py:69-71`` (constructor).
 4. Prebuilt-index tables fetched from GitHub at import (``metadata``, ``import_hook``): 2.x
    ``prebuilt_index_info.py:20,22,48-118,259-273`` (1.6: static dicts) - offline every ``pyserini.util`` import
-   raised ``URLError``.
+   raised ``URLError``. Offline, without a saved copy, the tables hold only the entries kd_pyserini ships in
+   ``prebuilt_indexes.json`` (the MS MARCO v1 passage BM25, TAS-B and Margin-MSE indexes of ``runs/``; same
+   tarballs and md5s on both lines), so kd-repro finds those indexes in Pyserini's cache on 2.x too.
 5. Topics/qrels registry fetched from castorini/eval (``metadata``, ``topics_and_qrels.patch_base_2x``): 2.x
    ``search/_base.py:34-69,104-127,146-248``; 1.6 ``search/_base.py:34-37,69-905,908-987`` (Anserini's Java enums).
 6. Canonical names renamed in 2.x (``msmarco-passage.dev-subset``, ``beir-v1.0.0-scifact.test``, ``dl20``); the 1.6

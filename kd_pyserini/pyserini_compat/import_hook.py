@@ -46,14 +46,15 @@ def install_local_topics_and_qrels(data_dir: str | os.PathLike | None = None,
 
 
 def _exec_prebuilt_index_info(loader: Any, module: Any) -> None:
-    keys = import_time_keys(getattr(module.__spec__, "origin", None))
-    opener = MetadataOpener(urllib.request.urlopen, prebuilt_fallback(keys))
+    fallback = prebuilt_fallback(import_time_keys(getattr(module.__spec__, "origin", None)))
+    opener = MetadataOpener(urllib.request.urlopen, fallback)
     real = urllib.request.urlopen
     urllib.request.urlopen = opener  # the module's `from urllib.request import urlopen` binds the opener
     try:
         loader.exec_module(module)
     finally:
         urllib.request.urlopen = real
+        fallback.keys.clear()  # tables loaded from now on get no placeholders
     drop_placeholders(module)
 
 
@@ -120,8 +121,9 @@ def prepare_import() -> None:
 
     Online, Pyserini behaves as before (a copy of the metadata it fetches is saved under
     ``<cache>/metadata/``); offline, each metadata file is served from a saved copy (``$KD_PYSERINI_DATA/
-    pyserini-metadata/`` or that cache), else an empty table, or for the topics/qrels registry one built from the
-    local files, and one :class:`PyseriniOfflineWarning` says what is unavailable.
+    pyserini-metadata/`` or that cache), else a prebuilt-index table holding only the entries kd_pyserini ships
+    (``prebuilt_indexes.json``; none for most files), or for the topics/qrels registry one built from the local
+    files, and one :class:`PyseriniOfflineWarning` says what is unavailable.
     """
     if not any(isinstance(f, _PyseriniPatchFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _PyseriniPatchFinder())

@@ -10,9 +10,11 @@ names are Anserini's Java enums).
 
 :class:`MetadataOpener` replaces ``urlopen`` in those modules: the network first (30 s timeout when Pyserini gives
 none; a copy of the answer is saved under ``<cache>/metadata/<host>/<path>``), then a saved copy
-(``$KD_PYSERINI_DATA/pyserini-metadata/`` or the cache), then a fallback: empty FAISS tables, Lucene tables with
-placeholder records only for the keys read at import (removed right after it), a registry built from the local
-topics/qrels files. After the first network-level failure, later requests skip the network; ONE
+(``$KD_PYSERINI_DATA/pyserini-metadata/`` or the cache), then a fallback: for the prebuilt-index tables, the few
+entries kd_pyserini ships in ``prebuilt_indexes.json`` (the MS MARCO v1 passage BM25, TAS-B and Margin-MSE indexes of
+its reproduction matrix; :func:`shipped_prebuilt_entries`), else an empty table, plus, while
+``prebuilt_index_info`` is being imported only, placeholder records for the keys its module body reads (removed right
+after it); for the topics/qrels registry, one built from the local topics/qrels files. After the first network-level failure, later requests skip the network; ONE
 :class:`PyseriniOfflineWarning` per process names what is unavailable.
 """
 
@@ -36,12 +38,15 @@ from kd_pyserini.pyserini_compat.local_files import (LOCK, TOPICS_AND_QRELS, loc
 from kd_pyserini.pyserini_compat.version import pyserini_version
 
 __all__ = ["PyseriniOfflineWarning", "MetadataOpener", "offline_report", "registry_fallback", "prebuilt_fallback",
-           "import_time_keys", "drop_placeholders", "DATA_METADATA", "CACHE_METADATA"]
+           "PrebuiltFallback", "shipped_prebuilt_entries", "import_time_keys", "drop_placeholders", "DATA_METADATA",
+           "CACHE_METADATA", "SHIPPED_PREBUILT"]
 
 #: Sub-folder of a data directory that may hold saved copies of Pyserini's online metadata (same layout as the cache).
 DATA_METADATA = "pyserini-metadata"
 #: Sub-folder of Pyserini's cache where this module saves the metadata JSON it fetched online.
 CACHE_METADATA = "metadata"
+#: kd_pyserini's own offline copy of the prebuilt-index entries its reproduction matrix names (package data).
+SHIPPED_PREBUILT = "prebuilt_indexes.json"
 
 _METADATA_PREFIX = "https://raw.githubusercontent.com/castorini/"
 #: How long a metadata request may take when Pyserini gives no timeout (2.x ``search/_base.py:62`` gives none).
@@ -103,7 +108,8 @@ def _warn_once(url: str, err: BaseException) -> None:
     warnings.warn(
         f"Pyserini {'.'.join(map(str, pyserini_version()))} cannot reach {url.split('/', 3)[2]} "
         f"({type(err).__name__}: {err}); working offline. Unavailable offline: Pyserini's prebuilt-index tables "
-        f"(empty unless saved copies exist under {pyserini_cache_home() / CACHE_METADATA}), and any topics/qrels "
+        f"(only the MS MARCO v1 passage BM25/TAS-B/Margin-MSE entries kd_pyserini ships, unless saved copies exist "
+        f"under {pyserini_cache_home() / CACHE_METADATA}), and any topics/qrels "
         f"name, prebuilt index or encoded queries not on disk. Topics/qrels names resolve from: {dirs}.",
         PyseriniOfflineWarning, stacklevel=3)
 
@@ -189,25 +195,64 @@ def import_time_keys(source_path: str | None) -> set[str]:
 _PLACEHOLDER_NOTE = "unavailable offline (kd_pyserini placeholder: Pyserini's prebuilt-index metadata was unreachable)"
 
 
-def prebuilt_fallback(keys: set[str]) -> Callable[[str], tuple[bytes, str] | None]:
-    def fallback(url: str) -> tuple[bytes, str] | None:
+def shipped_prebuilt_entries() -> dict[str, Any]:
+    """kd_pyserini's offline prebuilt-index entries, by file of castorini/prebuilt-indexes, in 2.x's shapes:
+    ``{"lucene/msmarco-v1-passage-inverted.json": [record, ...], "faiss/msmarco-faiss.json": {name: record}}``."""
+    from importlib.resources import files
+
+    try:
+        text = (files("kd_pyserini.pyserini_compat") / SHIPPED_PREBUILT).read_text(encoding="utf-8")
+        return dict(json.loads(text)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # a broken install only costs these offline entries
+
+
+def _prebuilt_file(url: str) -> str:
+    """``lucene/x.json`` of ``https://raw.githubusercontent.com/castorini/prebuilt-indexes/<commit>/lucene/x.json``."""
+    return url.split("/prebuilt-indexes/", 1)[1].split("?", 1)[0].split("/", 1)[-1]
+
+
+class PrebuiltFallback:
+    """Offline content for a castorini/prebuilt-indexes file: kd_pyserini's shipped entries for it, else an empty
+    table; Lucene tables (lists) also get placeholder records for ``keys`` (the names ``prebuilt_index_info`` reads
+    while it is imported). Clear ``keys`` once the import is done, so tables loaded later hold no placeholders."""
+
+    def __init__(self, keys: set[str]):
+        self.keys = set(keys)
+
+    def __call__(self, url: str) -> tuple[bytes, str] | None:
         if "/prebuilt-indexes/" not in url:
             return None
+        shipped = shipped_prebuilt_entries().get(_prebuilt_file(url))
         if "/faiss/" in url:  # _LazyPrebuiltIndexInfoJson: a dict
-            return b"{}", "empty table"
-        # _LazyLucenePrebuiltInvertedIndexJson: a list of records; placeholders for the keys read at import
-        return json.dumps([{"name": k, "description": _PLACEHOLDER_NOTE, "filename": "", "urls": [], "md5": "",
-                            "size": 0} for k in sorted(keys)]).encode(), "empty table"
+            table = dict(shipped) if isinstance(shipped, dict) else {}
+            return json.dumps(table).encode(), _served(list(table))
+        # _LazyLucenePrebuiltInvertedIndexJson: a list of records
+        records = list(shipped) if isinstance(shipped, list) else []
+        names = [r["name"] for r in records]
+        placeholders = [{"name": k, "description": _PLACEHOLDER_NOTE, "filename": "", "urls": [], "md5": "",
+                         "size": 0} for k in sorted(self.keys - set(names))]
+        return json.dumps(records + placeholders).encode(), _served(names)
 
-    return fallback
+
+def _served(names: list[str]) -> str:
+    return f"kd_pyserini's shipped entries ({', '.join(names)})" if names else "empty table"
+
+
+def prebuilt_fallback(keys: set[str]) -> PrebuiltFallback:
+    return PrebuiltFallback(keys)
+
+
+def _is_placeholder(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("description") == _PLACEHOLDER_NOTE
 
 
 def drop_placeholders(module: Any) -> None:
-    """Remove the import-time placeholders from the lazy tables, so offline tables are empty (the alias dicts that
-    captured them at import keep their placeholder records)."""
+    """Remove the import-time placeholders from the lazy tables and from the alias dicts that captured them at import
+    (2.4.0: ``IMPACT_INDEX_INFO_MSMARCO_ALIASES``), so offline a name is either really known or unknown."""
     for value in list(vars(module).values()):
         info = getattr(value, "_info", None)
-        if isinstance(info, dict):
-            for key in [k for k, v in info.items() if isinstance(v, dict) and v.get("description") == _PLACEHOLDER_NOTE]:
-                del info[key]
-
+        for table in (info, value):
+            if isinstance(table, dict):
+                for key in [k for k, v in table.items() if _is_placeholder(v)]:
+                    del table[key]

@@ -33,7 +33,7 @@ def prebuilt_info(name: str) -> dict[str, Any] | None:
         return None
     for table in _PREBUILT_TABLES:
         info = getattr(pii, table, {}).get(name)
-        if info is not None:
+        if info is not None and info.get("urls"):  # a record without a download URL names no usable index
             return info
     return None
 
@@ -102,7 +102,8 @@ def index_problem(value: str) -> str | None:
     if info is not None:
         if prebuilt_index_path(value) is not None:
             return None
-        return (f"prebuilt index {value} ({_gb(info.get('size compressed (bytes)'))} compressed) not in Pyserini's "
+        size = info.get("size compressed (bytes)", info.get("size"))  # the key on Pyserini 1.6 / 2.x
+        return (f"prebuilt index {value} ({_gb(size)} compressed) not in Pyserini's "
                 f"cache {pyserini_cache().expanduser() / 'indexes'} (kd-repro does not download it; see "
                 "docs/full-reproduction.md)")
     return f"index {value} not found"

@@ -399,20 +399,42 @@ def recall_at(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approx, exact)]))
 
 
-def quiet_pyserini_logs() -> None:
-    """Less noise from transformers' weight-loading bars and warnings."""
+@contextmanager
+def quiet_pyserini_logs() -> Iterable[None]:
+    """Less noise from transformers' weight-loading bars and warnings, and from kd_pyserini's own warnings, while the
+    block runs. Everything is restored afterwards: :func:`run_all.run` also runs inside other processes (the test
+    suite), where a kd_pyserini logger left at ERROR would hide every later warning."""
+    import logging
+
+    env = {k: os.environ.get(k) for k in ("TRANSFORMERS_VERBOSITY", "TOKENIZERS_PARALLELISM")}
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    undo: list[Callable[[], None]] = []
     try:
         from transformers.utils import logging as tlog
 
+        verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
         tlog.set_verbosity_error()
         tlog.disable_progress_bar()
+        undo.append(lambda: tlog.set_verbosity(verbosity))
+        if bars:
+            undo.append(tlog.enable_progress_bar)
     except Exception:  # noqa: BLE001
         pass
-    import logging
-
-    logging.getLogger("kd_pyserini").setLevel(logging.ERROR)
+    kd_logger = logging.getLogger("kd_pyserini")
+    level = kd_logger.level
+    kd_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        kd_logger.setLevel(level)
+        for fn in undo:
+            fn()
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def write_json(path: Path, obj: Any) -> None:

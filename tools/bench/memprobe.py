@@ -109,17 +109,17 @@ def main(argv: list[str]) -> int:
 
     from .common import quiet_pyserini_logs
 
-    quiet_pyserini_logs()
     payload = json.loads(Path(path).read_text())
-    if kind == "passages":
-        _passages(variant, model, payload)
-    elif kind == "train":
-        import tempfile
+    with quiet_pyserini_logs():
+        if kind == "passages":
+            _passages(variant, model, payload)
+        elif kind == "train":
+            import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
-            _train(variant, model, payload, argv[4] if len(argv) > 4 else tmp)
-    else:
-        raise SystemExit(f"unknown kind {kind!r}")
+            with tempfile.TemporaryDirectory() as tmp:
+                _train(variant, model, payload, argv[4] if len(argv) > 4 else tmp)
+        else:
+            raise SystemExit(f"unknown kind {kind!r}")
     return 0
 
 

@@ -50,7 +50,11 @@ def run(names: Sequence[str] | None = None, settings: Settings | None = None,
     """Run benchmarks (all by default); returns the report (also written to ``out`` as JSON when given)."""
     s = settings or Settings.make()
     s.cache_dir.mkdir(parents=True, exist_ok=True)
-    quiet_pyserini_logs()
+    with quiet_pyserini_logs():  # restored on return: run() is also called in-process (tests/test_fast_paths.py)
+        return _run(names, s, out, echo)
+
+
+def _run(names: Sequence[str] | None, s: Settings, out: str | Path | None, echo: bool) -> dict:
     if s.threads:
         import faiss
         import torch
