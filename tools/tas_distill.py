@@ -452,7 +452,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("KD_PYSERINI_DATA", "../shared/data")))
     ap.add_argument("--work", type=Path, required=True, help="work folder (caches, runs, summary.json, table.md)")
     add = ap.add_argument
-    add("--quick", action="store_true", help="WORK/quick: 200 queries, top-10, 50 steps of 8, 10 eval queries")
+    add("--quick", action="store_true", help="WORK/quick: 200 queries, top-10, 50 steps of 8 at the last probe lr, "
+        "10 eval queries")
     add("--steps", type=int, default=100, help="optimizer steps of every trained row (~10 min plain, 1 thread)")
     add("--batch-size", type=int, default=32)
     add("--lr-probe", default="7e-6,3e-5,1e-4", help="plain Margin-MSE learning rates; the best on DL20 is chosen")
@@ -482,7 +483,7 @@ def main(argv=None) -> int:
            "pairs_per_query": 10 if q else args.pairs_per_query, "scale": args.scale, "steps": 50 if q else args.steps,
            "batch_size": 8 if q else args.batch_size, "clusters": 8 if q else args.clusters,
            "eval_queries": 10 if q else None}
-    lrs = [float(x) for x in ([args.lr] if args.lr else args.lr_probe.split(","))][:1 if args.quick else None]
+    lrs = [float(x) for x in ([args.lr] if args.lr else args.lr_probe.split(","))][-1 if args.quick else 0:]
 
     prep = prepare_training_data(cfg, data, work, base, args.threads)
     teacher = write_teacher_files(prep, cfg, work, args.threads, args.seed)
