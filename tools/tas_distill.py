@@ -29,6 +29,7 @@ Writes ``WORK/summary.json`` and ``WORK/table.md`` (``WORK/quick/`` with ``--qui
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import gzip
 import hashlib
@@ -291,36 +292,30 @@ def overlap_with_eval(work: Path, data: Path, prep: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ models ----
 
-def make_cut_student(out: Path) -> dict:
-    """all-MiniLM-L6-v2 cut to 3 layers (CLS, dot, 30/200) with ``keep_layers``, as ``kd-train --student-layers 3``
-    cuts it: the 'before' model."""
+def make_students(work: Path) -> dict:
+    """The untrained students, CLS, dot, 30/200: ``student-init``, the 3-layer cut exactly as ``kd-train
+    --student-layers 3`` makes it (``keep_layers``: the 2nd, 4th and 6th layers), and, for reference,
+    ``student-first3``, MiniLM's first three layers. Each written under a temporary name, then renamed."""
+    from kd_pyserini.atomic import replace_dir, temp_dir_for
     from kd_pyserini.encoding import load_model
     from kd_pyserini.train.model import keep_layers
 
     tok, model = load_model(get_card(TEACHER_CARD))
-    kept, how = [int(i) for i in keep_layers(model, 3)], "kd_pyserini.train.model.keep_layers(model, 3)"
+    first3 = copy.deepcopy(model)
+    first3.encoder.layer, first3.config.num_hidden_layers = first3.encoder.layer[:3], 3
+    kept = [int(i) for i in keep_layers(model, 3)]
     if kept != KEEP_EXPECTED:
         raise SystemExit(f"the 6 -> 3 cut kept layers {kept}, expected {KEEP_EXPECTED}")
-    if not (out / "config.json").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
-        write_card(EncoderCard(name=out.name, model_id=str(out), pooling="cls", similarity="dot", query_max_length=30,
-                               passage_max_length=200, dimension=384, architecture="bert"), out)
-    return {"kept_layers_0_based": kept, "cut_by": how}
-
-
-def make_first_three(out: Path) -> Path:
-    """The reference cut: MiniLM's FIRST three layers (``num_hidden_layers=3``), CLS, dot, 30/200."""
-    if not (out / "config.json").is_file():
-        from transformers import AutoModel, AutoTokenizer
-
-        loc = get_card(TEACHER_CARD).model_location()
-        AutoModel.from_pretrained(loc, num_hidden_layers=3).save_pretrained(out)
-        AutoTokenizer.from_pretrained(loc).save_pretrained(out)
-        write_card(EncoderCard(name=out.name, model_id=str(out), pooling="cls", similarity="dot", query_max_length=30,
-                               passage_max_length=200, dimension=384, architecture="bert"), out)
-    return out
+    for out, m in ((work / "student-init", model), (work / "student-first3", first3)):
+        if not (out / "config.json").is_file():
+            tmp = temp_dir_for(out)
+            m.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            card = EncoderCard(name=out.name, model_id=str(out), pooling="cls", similarity="dot", query_max_length=30,
+                               passage_max_length=200, dimension=384, architecture="bert")
+            write_card(card, tmp)
+            replace_dir(tmp, out)
+    return {"kept_layers_0_based": kept, "cut_by": "kd_pyserini.train.model.keep_layers(model, 3)"}
 
 
 class Evaluator:
@@ -488,12 +483,11 @@ def main(argv=None) -> int:
     prep = prepare_training_data(cfg, data, work, base, args.threads)
     teacher = write_teacher_files(prep, cfg, work, args.threads, args.seed)
     overlap = overlap_with_eval(work, data, prep)
-    cut = make_cut_student(work / "student-init")
+    cut = make_students(work)
     ev = Evaluator(data, cfg["eval_queries"])
-    first3 = make_first_three(work / "student-first3")
     results = {"bm25": ev.bm25(runs), "teacher": ev.model(TEACHER_CARD, runs, "teacher"),
                "before": ev.model(work / "student-init", runs, "before"),
-               "first3": ev.model(first3, runs, "first3")}
+               "first3": ev.model(work / "student-first3", runs, "first3")}
 
     common = ["--teacher", str(work / "teacher.ids.tsv"), "--collection", str(prep["collection"]), "--queries",
               str(prep["queries"]), "--format", "ids", "--student", TEACHER_CARD, "--student-layers", "3",
@@ -570,46 +564,42 @@ def main(argv=None) -> int:
 
 
 def render_table(s: dict) -> str:
-    r, tr = s["results"], s["training"]
-    c = s["config"]
-    steps = c["steps"]
-    lines = ["| row | training | steps x batch (triples) | lr | train wall (step loop) | DL19 nDCG@10 | DL19 RR(rel=2)@10 | "
-             "DL20 nDCG@10 (lr selection) |", "|---|---|---|---|---|---|---|---|"]
-
-    def row(label, key, training="-", stepscol="-", lr="-", wall="-"):
-        e = r[key]
-        lines.append(f"| {label} | {training} | {stepscol} | {lr} | {wall} | {e['dl19']['nDCG@10']:.4f} | "
+    r, tr, t, n = s["results"], s["training"], s["training_data"], s["config"]["steps"]
+    lines = ["| row | steps x batch (triples) | lr | train wall (step loop) | DL19 nDCG@10 | DL19 RR(rel=2)@10 | "
+             "DL20 nDCG@10 (lr pick) |", "|---|---|---|---|---|---|---|"]
+    labels = {"bm25": "BM25 (k1 0.9, b 0.4; the candidates' order)",
+              "teacher": "teacher all-MiniLM-L6-v2 (6 layers, mean, cosine)",
+              "before": "student: 3-layer cut (2nd/4th/6th), CLS, dot, untrained",
+              "first3": "(reference: MiniLM's first three layers, CLS, dot, untrained)"}
+    for k in list(labels) + list(tr):
+        cols = ["-", "-", "-"]
+        if k in tr:
+            lr = float(k.split("lr")[1])
+            labels[k] = ("student after TAS-balanced + in-batch teacher (0.75)" if k.startswith("tas") else
+                         "student after plain Margin-MSE (random)" + (" **(chosen lr)**" if lr == s["lr_chosen"]
+                                                                       else ""))
+            cols = [f"{n} x {s['batch_size']} ({n * s['batch_size']:,})", f"{lr:g}",
+                    f"{tr[k]['train_wall_seconds'] / 60:.1f} min ({tr[k]['elapsed_s_logged'] / 60:.1f})"
+                    + (" resumed: time after the restart" if tr[k]["resumed_from"] else "")]
+        e = r[k]
+        lines.append(f"| {labels[k]} | {' | '.join(cols)} | {e['dl19']['nDCG@10']:.4f} | "
                      f"{e['dl19']['RR(rel=2)@10']:.4f} | {e['dl20']['nDCG@10']:.4f} |")
-
-    row("BM25 (k1 0.9, b 0.4; the candidates' order)", "bm25")
-    row("teacher all-MiniLM-L6-v2 (6 layers, mean, cosine)", "teacher")
-    row("student: 3-layer cut (2nd/4th/6th), CLS, dot, untrained", "before")
-    row("(reference: MiniLM's first three layers, CLS, dot, untrained)", "first3")
-    for k in tr:
-        kind = "TAS-balanced + in-batch teacher (0.75)" if k.startswith("tas") else "plain Margin-MSE (random)"
-        mark = " **(chosen lr)**" if k.startswith("plain") and float(k.split("lr")[1]) == s["lr_chosen"] else ""
-        row(f"student after {kind}{mark}", k, kind.split(" (")[0], f"{steps} x {s['batch_size']} "
-            f"({steps * s['batch_size']:,})", f"{float(k.split('lr')[1]):g}", f"{tr[k]['train_wall_seconds'] / 60:.1f} min "
-            f"({tr[k]['elapsed_s_logged'] / 60:.1f})")
-    t = s["training_data"]
-    out = ["\n".join(lines), "",
-           f"Training data: {t['queries']:,} queries, {t['triples']:,} teacher triples ({t['bm25']}; no relevance "
-           f"labels). Evaluation: DL19 {r['before']['dl19']['queries']} queries "
-           f"(held out), DL20 {r['before']['dl20']['queries']} queries (selects the learning rate).", "",
-           "Query latency (CPU, fp32, one query at a time, DL19 queries, median of interleaved rounds in one process):",
-           ""] + [f"- {x['threads']} thread(s): student {x['student_ms_per_query_median']:.2f} ms, teacher "
-                  f"{x['teacher_ms_per_query_median']:.2f} ms per query; teacher/student {x['teacher_over_student_median']:.2f}x"
-                  f" ({x['queries']} queries, {x['rounds']} rounds)" for x in s["latency"]] + [
-           "", "Paired per-query tests, nDCG@10 (difference, wins/ties/losses, p paired t / randomisation):", ""] + [
-           f"- {w.upper()} {k}: {v['mean_difference']:+.4f}, {v['wins']}/{v['ties']}/{v['losses']}, p = "
-           f"{v['p_paired_t']:.3f} / {v['p_randomisation']:.3f}"
-           for w, t in s["paired_tests"].items() for k, v in t.items()] + [
-           "", "Shared with the evaluation (training triples are built from the same 28,606-passage pool):", ""] + [
-           f"- {k.upper()}: " + "; ".join(f"{n.replace('_in_training_triples', '').replace('_', ' ')} in training "
-                                          f"triples: {v}" if "triples" in n else f"{n}: {v}" for n, v in o.items())
-           for k, o in s["shared_with_evaluation"].items()] + ["",
-           "Commands:", "", "```", s["command"], s["training_data"]["bm25_index_command"]]
-    out += [v["command"] for v in tr.values()]
+    out = lines + ["", f"Training data: {t['queries']:,} queries, {t['triples']:,} teacher triples ({t['bm25']}; no "
+                   f"relevance labels). Test: DL19, {r['before']['dl19']['queries']} queries (held out); DL20, "
+                   f"{r['before']['dl20']['queries']} queries, picks the learning rate.", "",
+                   "Query latency (CPU, fp32, one DL19 query at a time, median of interleaved rounds):", ""]
+    out += [f"- {x['threads']} thread(s): student {x['student_ms_per_query_median']:.2f} ms, teacher "
+            f"{x['teacher_ms_per_query_median']:.2f} ms per query; teacher/student "
+            f"{x['teacher_over_student_median']:.2f}x ({x['queries']} queries, {x['rounds']} rounds)"
+            for x in s["latency"]]
+    out += ["", "Paired per-query tests, nDCG@10 (difference, wins/ties/losses, p paired t / randomisation):", ""]
+    out += [f"- {w.upper()} {k}: {v['mean_difference']:+.4f}, {v['wins']}/{v['ties']}/{v['losses']}, p = "
+            f"{v['p_paired_t']:.3f} / {v['p_randomisation']:.3f}" for w, d in s["paired_tests"].items()
+            for k, v in d.items()]
+    out += ["", "Shared with the evaluation (the training triples come from the same 28,606-passage pool):", ""]
+    out += [f"- {k.upper()}: " + "; ".join(f"{m.replace('_', ' ')}: {v}" for m, v in o.items())
+            for k, o in s["shared_with_evaluation"].items()]
+    out += ["", "Commands:", "", "```", s["command"], t["bm25_index_command"], *[v["command"] for v in tr.values()]]
     if s.get("kd_eval"):
         out += [s["kd_eval"]["command"], "```", "", s["kd_eval"]["output"].strip()]
     else:
