@@ -115,3 +115,21 @@ def _logging_state_unchanged(request):
         _restore_logging_state(before)
         pytest.fail(f"{request.node.nodeid} left the logging state changed (before, after): {changed}; later tests' "
                     "caplog would miss kd_pyserini's warnings (restored)", pytrace=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train far faster on one thread (OpenMP barriers dominate on a shared 2-core machine); training
+    test modules use it for every test (``pytestmark``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def jsonl(data_dir: Path) -> Path:
+    """The shared 10-query MS MARCO teacher file (JSONL, real texts and teacher scores)."""
+    return data_dir / "kd-samples" / "msmarco-10q-teacher-scores.jsonl"

@@ -26,12 +26,7 @@ from kd_pyserini.train.teacher_files import load_teacher
 JSONL = "kd-samples/msmarco-10q-teacher-scores.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,9 @@ from kd_pyserini.train.recipe import CLUSTERS_FILE
 from kd_pyserini.train.teacher_files import load_teacher
 from kd_pyserini.train.trainer import MarginMSETrainer
 
-JSONL = "kd-samples/msmarco-10q-teacher-scores.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def jsonl(data_dir: Path) -> Path:
-    return data_dir / JSONL
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(out: Path, student: Path, teacher: Path, **kw) -> TrainConfig:

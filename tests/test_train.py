@@ -24,21 +24,9 @@ from kd_pyserini.train.offset_index import OffsetIndex
 from kd_pyserini.train.teacher_files import IdTeacherData, JsonlTeacherData, TextTeacherData, load_teacher
 from kd_pyserini.train.trainer import MarginMSETrainer
 
-JSONL = "kd-samples/msmarco-10q-teacher-scores.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train far faster on one thread (OpenMP barriers dominate on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def jsonl(data_dir: Path) -> Path:
-    return data_dir / JSONL
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,30 @@ def score_with_teacher(groups, teacher_dir: Path, max_length: int, cache: Path) 
     return scores
 
 
+def choose_pairs(s: np.ndarray, want: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Pairs of one query's passages: alternately (teacher top-10, any) and uniform; higher score first."""
+    order = np.argsort(-s, kind="stable")
+    k = len(s)
+    want = min(want, k * (k - 1) // 2)
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for t in range(want * 4):
+        if len(out) >= want:
+            break
+        if t % 2 == 0:
+            a, b = int(order[rng.integers(0, min(10, k))]), int(rng.integers(0, k))
+        else:
+            a, b = (int(x) for x in rng.choice(k, 2, replace=False))
+        if a == b:
+            continue
+        if s[a] < s[b]:
+            a, b = b, a
+        if (a, b) not in seen:
+            seen.add((a, b))
+            out.append((a, b))
+    return out
+
+
 def write_teacher_file(groups, scores, path: Path, pairs_per_query: int, scale: float, seed: int) -> int:
     """Pairs per query: the higher-scored passage is "pos". Half the pairs take "pos" from the teacher's top 10,
     half are uniform pairs; margins are ``scale * (cos(q, p+) - cos(q, p-))``."""
@@ -114,27 +138,9 @@ def write_teacher_file(groups, scores, path: Path, pairs_per_query: int, scale: 
     n = 0
     with open(path, "w", encoding="utf-8") as f:
         for (query, passages), s in zip(groups, scores):
-            order = np.argsort(-s, kind="stable")
-            k = len(passages)
-            if k < 2:
+            if len(passages) < 2:
                 continue
-            want = min(pairs_per_query, k * (k - 1) // 2)
-            seen = set()
-            for t in range(want * 4):
-                if len(seen) >= want:
-                    break
-                if t % 2 == 0:
-                    a = int(order[rng.integers(0, min(10, k))])
-                    b = int(rng.integers(0, k))
-                else:
-                    a, b = (int(x) for x in rng.choice(k, 2, replace=False))
-                if a == b:
-                    continue
-                if s[a] < s[b]:
-                    a, b = b, a
-                if (a, b) in seen:
-                    continue
-                seen.add((a, b))
+            for a, b in choose_pairs(np.asarray(s), pairs_per_query, rng):
                 pos, neg = passages[a].replace("\t", " "), passages[b].replace("\t", " ")
                 f.write(f"{scale * s[a]:.5f}\t{scale * s[b]:.5f}\t{query}\t{pos}\t{neg}\n")
                 n += 1

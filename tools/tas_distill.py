@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 import kd_pyserini  # noqa: F401  (installs the JVM hook before pyserini is imported)
+from distill_demo import choose_pairs  # tools/ is sys.path[0] when run as a script
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.cards import EncoderCard, get_card, write_card
 from kd_pyserini.evaluation import evaluate, evaluate_per_query
@@ -196,30 +197,6 @@ def teacher_vectors(texts: list[str], max_length: int, out_dir: Path, tag: str, 
         parts.append(vec)
         _log(f"teacher {tag}: {min(s + chunk, len(texts))}/{len(texts)} encoded ({time.time() - t0:.0f}s)")
     return np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
-
-
-def choose_pairs(s: np.ndarray, want: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """``tools/distill_demo.py``'s pairs: alternately (teacher top-10, any) and uniform; higher score first."""
-    order = np.argsort(-s, kind="stable")
-    k = len(s)
-    want = min(want, k * (k - 1) // 2)
-    seen: set[tuple[int, int]] = set()
-    out = []
-    for t in range(want * 4):
-        if len(out) >= want:
-            break
-        if t % 2 == 0:
-            a, b = int(order[rng.integers(0, min(10, k))]), int(rng.integers(0, k))
-        else:
-            a, b = (int(x) for x in rng.choice(k, 2, replace=False))
-        if a == b:
-            continue
-        if s[a] < s[b]:
-            a, b = b, a
-        if (a, b) not in seen:
-            seen.add((a, b))
-            out.append((a, b))
-    return out
 
 
 def write_teacher_files(prep: dict, cfg: dict, work: Path, threads: int, seed: int) -> dict:
