@@ -11,7 +11,7 @@ import io
 import json
 from collections.abc import Mapping
 
-from kd_pyserini.evaluation import Comparison
+from kd_pyserini.evaluation import Comparison, parse_measure
 from kd_pyserini.trec_io import qid_order
 
 __all__ = ["FORMATS", "format_comparison", "simple_table", "aligned_table", "markdown_table"]
@@ -19,18 +19,55 @@ __all__ = ["FORMATS", "format_comparison", "simple_table", "aligned_table", "mar
 FORMATS = ("table", "markdown", "json", "csv")
 MARK = "\u2020"  # dagger
 TEST_NAMES = {"ttest": "paired t-test", "randomization": "paired randomisation test"}
+CORRECTION_NAMES = {"holm": "Holm-Bonferroni", "bonferroni": "Bonferroni"}
+#: the top-level JSON key that holds the significance results (never a measure or a run: runs are files)
+SIGNIFICANCE_KEY = "_significance"
+
+
+def _is_sum(measure: str) -> bool:
+    try:
+        return parse_measure(measure).aggregate == "sum"
+    except ValueError:  # a name from the reproduction hook that is not one of ours: a mean
+        return False
+
+
+def _value(measure: str, value: float) -> str:
+    """4 decimals; the counts (NumRet, NumRel, NumRelRet) as integers, as trec_eval prints them."""
+    return f"{value:.0f}" if _is_sum(measure) else f"{value:.4f}"
 
 
 def _cell(cmp: Comparison, run: str, measure: str) -> str:
     mark = MARK if cmp.significant(run, measure) else ""
-    return f"{cmp.means[run][measure]:.4f}{mark}"
+    return f"{_value(measure, cmp.means[run][measure])}{mark}"
+
+
+def _tested(cmp: Comparison) -> bool:
+    return cmp.test is not None and len(cmp.means) > 1
 
 
 def _legend(cmp: Comparison, n_queries: int) -> str:
-    parts = [f"mean over {n_queries} judged queries (trec_eval -c)"]
-    if cmp.test is not None and len(cmp.means) > 1:
-        parts.append(f"{MARK} p < {cmp.alpha:g} vs {cmp.baseline} ({TEST_NAMES[cmp.test]}, two-sided)")
+    sums = [m for m in cmp.measures if _is_sum(m)]
+    what = "mean" if len(sums) < len(cmp.measures) else "sum"
+    parts = [f"{what} over {n_queries} judged queries (trec_eval -c)"]
+    if sums and what == "mean":
+        parts.append(f"{', '.join(sums)}: sums (as trec_eval)")
+    if _tested(cmp):
+        corr = CORRECTION_NAMES.get(cmp.correction)
+        how = (f"{corr}-corrected over {cmp.n_comparisons} comparisons per measure" if corr and cmp.n_comparisons > 1
+               else f"{corr} correction, 1 comparison per measure" if corr else "no correction")
+        parts.append(f"{MARK} p < {cmp.alpha:g} vs {cmp.baseline} ({TEST_NAMES[cmp.test]}, two-sided; {how})")
     return "; ".join(parts)
+
+
+def _significance_json(cmp: Comparison) -> dict:
+    """The ``_significance`` object of the JSON output: the test, the correction and every p-value."""
+    return {
+        "baseline": cmp.baseline, "test": cmp.test, "correction": cmp.correction, "alpha": cmp.alpha,
+        "comparisons_per_measure": cmp.n_comparisons,
+        "p_values": {r: {m: {"p": cmp.p(r, m, adjusted=False), "p_adjusted": cmp.p(r, m),
+                             "significant": cmp.significant(r, m)} for m in cmp.measures}
+                     for r in list(cmp.means)[1:]},
+    }
 
 
 def aligned_table(header: list[str], rows: list[list[str]]) -> str:
@@ -52,7 +89,7 @@ def _per_query_grid(cmp: Comparison, qids: list[str]) -> tuple[list[str], list[l
     many = len(runs) > 1
     cols = [(r, m) for r in runs for m in cmp.measures]
     header = ["qid", *(f"{m} [{runs.index(r) + 1}]" if many else m for r, m in cols)]
-    rows = [[q, *(f"{cmp.per_query[r][m][q]:.4f}" for r, m in cols)] for q in qids]
+    rows = [[q, *(_value(m, cmp.per_query[r][m][q]) for r, m in cols)] for q in qids]
     rows.append(["all", *(_cell(cmp, r, m) for r, m in cols)])
     notes = [f"[{i}] {r}" for i, r in enumerate(runs, 1)] if many else []
     return header, rows, notes
@@ -64,7 +101,9 @@ def format_comparison(cmp: Comparison, fmt: str, per_query: bool = False) -> str
     runs = list(cmp.means)
     if fmt == "json":
         data = ({r: {m: {q: cmp.per_query[r][m][q] for q in qids} for m in cmp.measures} for r in runs}
-                if per_query else cmp.means)
+                if per_query else dict(cmp.means))
+        if _tested(cmp):
+            data[SIGNIFICANCE_KEY] = _significance_json(cmp)
         return json.dumps(data, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
@@ -75,14 +114,16 @@ def format_comparison(cmp: Comparison, fmt: str, per_query: bool = False) -> str
                 for m in cmp.measures:
                     w.writerows([r, m, q, repr(cmp.per_query[r][m][q])] for q in qids)
         else:
-            with_p = cmp.test is not None and len(runs) > 1
-            w.writerow(["run", "measure", "value", *(["p_value", "significant"] if with_p else [])])
+            with_p = _tested(cmp)
+            w.writerow(["run", "measure", "value",
+                        *(["p_value", "p_adjusted", "correction", "significant"] if with_p else [])])
             for r in runs:
                 for m in cmp.measures:
                     extra = []
                     if with_p:
-                        p = cmp.p_values.get(r, {}).get(m)
-                        extra = ["", ""] if p is None else [repr(p), str(cmp.significant(r, m)).lower()]
+                        p = cmp.p(r, m, adjusted=False)
+                        extra = (["", "", "", ""] if p is None else
+                                 [repr(p), repr(cmp.p(r, m)), cmp.correction, str(cmp.significant(r, m)).lower()])
                     w.writerow([r, m, repr(cmp.means[r][m]), *extra])
         return buf.getvalue()
     if per_query:
@@ -98,7 +139,7 @@ def format_comparison(cmp: Comparison, fmt: str, per_query: bool = False) -> str
 def simple_table(result: Mapping[str, Mapping[str, float]], fmt: str) -> str:
     """Format a ``{run: {measure: value}}`` mapping returned by the reproduction hook (no significance)."""
     measures = list(dict.fromkeys(m for v in result.values() for m in v))
-    rows = [[r, *(f"{v[m]:.4f}" if m in v else "" for m in measures)] for r, v in result.items()]
+    rows = [[r, *(_value(m, v[m]) if m in v else "" for m in measures)] for r, v in result.items()]
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

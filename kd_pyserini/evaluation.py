@@ -2,228 +2,48 @@
 
 Everything here is a pure function over in-memory runs and qrels (``{qid: {docid: score}}`` and
 ``{qid: {docid: grade}}``, the forms :mod:`kd_pyserini.trec_io` reads); the numbers come from ``pytrec_eval``
-(the C trec_eval code) with three things added so they equal Java/C ``trec_eval -c`` to the last digit:
+(the C trec_eval code) with these things added so they equal Java/C ``trec_eval -c`` to the last digit:
 
 * **-c**: the mean is over *every* query in the qrels; a judged query the run does not answer scores 0
-  (pytrec_eval alone leaves it out). Run queries without judgements are ignored, as trec_eval ignores them.
+  (pytrec_eval alone leaves it out) -- except ``NumRel``, which is the query's number of relevant documents whether
+  the run answers it or not. Run queries without judgements are ignored, as trec_eval ignores them.
   For TREC-DL 2020, 200 topics were released and 54 judged: the mean is over the 54.
 * **cut-offs pytrec_eval lacks** (``RR@k``, i.e. ``trec_eval -M k -m recip_rank``): the run is cut to its top ``k``
   in trec_eval order (score descending, ties by docid descending, :func:`kd_pyserini.trec_io.rank`) before
   evaluation, exactly what ``-M k`` does.
-* **relevance levels** (``RR(rel=2)@10``, ``AP(rel=2)``, ``R(rel=2)@1000``): ``trec_eval -l 2``. nDCG always uses
-  the graded judgements as gains (``ndcg_cut``) and takes no ``rel``.
+* **relevance levels** (``RR(rel=2)@10``, ``AP(rel=2)``, ``Rprec(rel=2)``, ...): ``trec_eval -l 2``. nDCG always
+  uses the graded judgements as gains (``ndcg_cut``) and takes no ``rel``.
+* **aggregation**: the counts ``NumRet``, ``NumRel`` and ``NumRelRet`` are summed over the queries (trec_eval's
+  ``all`` line, ir_measures' ``SumAgg``); every other measure is averaged.
+* **Judged@k** (not a trec_eval measure; ir_measures' definition): the share of a query's top ``k`` (or of all its
+  results when it has fewer than ``k``) that has a judgement of any grade, ranked in trec_eval order.
 
-Supported measures (ir_measures spelling; family names are case-insensitive, ``MRR``, ``MAP`` and ``Recall`` are
-accepted as aliases and ``@1K`` as ``@1000``):
-
-============================  =========================================
-measure                       trec_eval
-============================  =========================================
-``nDCG@k`` / ``nDCG``         ``-m ndcg_cut.k`` / ``-m ndcg``
-``RR[(rel=N)][@k]``           ``[-l N] [-M k] -m recip_rank``
-``AP[(rel=N)][@k]``           ``[-l N] -m map`` / ``-m map_cut.k``
-``R[(rel=N)]@k``              ``[-l N] -m recall.k``
-``P[(rel=N)]@k``              ``[-l N] -m P.k``
-``Success[(rel=N)]@k``        ``[-l N] -m success.k``
-============================  =========================================
-
-Significance tests compare per-query values (with the ``-c`` zeros) of each run against the first one: a paired
-t-test (:func:`paired_ttest`) or a seeded paired randomisation (sign-flip) test (:func:`randomization_test`).
+The measures, their names and their trec_eval options are in :mod:`kd_pyserini.eval_measures`; significance tests
+and multiple-comparison corrections in :mod:`kd_pyserini.eval_significance` (both re-exported here). docs/evaluation.md
+lists every measure and the deliberate differences from trec_eval.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-import numpy as np
-
-from kd_pyserini.errors import KdError
+from kd_pyserini.eval_measures import (FAMILIES, IPREC_LEVELS, Measure, MeasureError, parse_measure, parse_measures,
+                                       trec_eval_args)
 from kd_pyserini.resources import BENCHMARKS as _RESOURCE_BENCHMARKS
-from kd_pyserini.trec_io import Run, RunWarnings, qid_order, rank, read_run
+from kd_pyserini.trec_io import Run, RunWarnings, extra_fields_message, qid_order, rank, read_run
 
 __all__ = [
-    "Measure", "MeasureError", "parse_measure", "parse_measures", "trec_eval_args",
-    "evaluate", "evaluate_per_query",
-    "BENCHMARKS", "BENCHMARK_ALIASES", "resolve_benchmark", "official_measures",
+    "Measure", "MeasureError", "parse_measure", "parse_measures", "trec_eval_args", "FAMILIES", "IPREC_LEVELS",
+    "evaluate", "evaluate_per_query", "aggregate",
+    "BENCHMARKS", "BENCHMARK_ALIASES", "resolve_benchmark", "official_measures", "default_measures",
+    "INFORMATIONAL_MEASURES",
     "InputWarnings", "check_inputs", "read_run_checked",
-    "paired_ttest", "randomization_test", "Comparison", "compare_runs", "SIGNIFICANCE_TESTS",
+    "paired_ttest", "randomization_test", "Comparison", "compare_runs", "SIGNIFICANCE_TESTS", "CORRECTIONS",
+    "adjust_p_values",
 ]
-
-# --------------------------------------------------------------------------------------------------------------
-# Measures
-# --------------------------------------------------------------------------------------------------------------
-
-#: family -> (trec_eval measure without cut-off, with cut-off, cut-off required, accepts rel)
-_FAMILIES: dict[str, tuple[str | None, str | None, bool, bool]] = {
-    "nDCG": ("ndcg", "ndcg_cut", False, False),
-    "RR": ("recip_rank", "recip_rank", False, True),  # the cut-off is applied by truncating the run (-M k)
-    "AP": ("map", "map_cut", False, True),
-    "R": (None, "recall", True, True),
-    "P": (None, "P", True, True),
-    "Success": (None, "success", True, True),
-}
-_FAMILY_ALIASES = {"ndcg": "nDCG", "rr": "RR", "mrr": "RR", "ap": "AP", "map": "AP", "r": "R", "recall": "R",
-                   "p": "P", "precision": "P", "success": "Success"}
-_MEASURE_RE = re.compile(r"^\s*(?P<fam>[A-Za-z]+)\s*(?:\((?P<params>[^()]*)\))?\s*"
-                         r"(?:@\s*(?P<k>\d+)\s*(?P<kilo>[kK])?)?\s*$")
-SUPPORTED_FORMS = ("nDCG[@k], RR[(rel=N)][@k], AP[(rel=N)][@k], R[(rel=N)]@k, P[(rel=N)]@k, Success[(rel=N)]@k "
-                   "(e.g. nDCG@10, RR(rel=2)@10, R@1000, AP(rel=2))")
-
-
-class MeasureError(KdError, ValueError):
-    """A measure name that cannot be parsed or is not supported; the message lists the supported forms."""
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One evaluation measure, e.g. ``RR(rel=2)@10`` = ``Measure("RR", cutoff=10, rel=2)``.
-
-    Attributes:
-        name: the measure family, ir_measures spelling: ``nDCG``, ``RR``, ``AP``, ``R``, ``P`` or ``Success``.
-        cutoff: the rank cut-off ``k`` (``@k``), or ``None`` for the whole ranking.
-        rel: the minimum grade that counts as relevant (trec_eval ``-l``); 1 by default.
-    """
-
-    name: str
-    cutoff: int | None = None
-    rel: int = 1
-
-    def __post_init__(self) -> None:
-        if self.name not in _FAMILIES:
-            raise MeasureError(f"unknown measure family {self.name!r}; supported: {SUPPORTED_FORMS}")
-        plain, _, needs_cut, takes_rel = _FAMILIES[self.name]
-        if self.cutoff is None and needs_cut:
-            raise MeasureError(f"{self.name} needs a cut-off ({self.name}@k); supported: {SUPPORTED_FORMS}")
-        if self.cutoff is not None and self.cutoff < 1:
-            raise MeasureError(f"cut-off must be >= 1, got {self.cutoff}")
-        if self.rel != 1 and not takes_rel:
-            raise MeasureError(f"{self.name} takes no rel parameter: nDCG uses the graded judgements as gains")
-
-    def __str__(self) -> str:
-        rel = f"(rel={self.rel})" if self.rel != 1 else ""
-        cut = f"@{self.cutoff}" if self.cutoff is not None else ""
-        return f"{self.name}{rel}{cut}"
-
-    @property
-    def _trec(self) -> str:
-        plain, cut, _, _ = _FAMILIES[self.name]
-        if self.cutoff is None or self.name == "RR":
-            return plain  # type: ignore[return-value]
-        return f"{cut}.{self.cutoff}"
-
-    @property
-    def _key(self) -> str:
-        """The key pytrec_eval reports the measure under."""
-        return self._trec.replace(".", "_")
-
-    @property
-    def _truncate(self) -> int | None:
-        """Cut the run to this many documents first (trec_eval ``-M``): RR@k only."""
-        return self.cutoff if self.name == "RR" else None
-
-
-def parse_measure(name: str | Measure) -> Measure:
-    """Parse an ir_measures-style measure name.
-
-    Args:
-        name: e.g. ``"nDCG@10"``, ``"RR(rel=2)@10"``, ``"R@1000"``, ``"AP(rel=2)"``, ``"MRR@10"``, ``"R@1K"``;
-            a :class:`Measure` is returned unchanged.
-
-    Returns:
-        The :class:`Measure`; ``str()`` of it is the canonical spelling (``"MRR@10"`` -> ``"RR@10"``).
-
-    Raises:
-        MeasureError: unknown family, unknown parameter, a missing required cut-off, or ``rel`` on nDCG.
-    """
-    if isinstance(name, Measure):
-        return name
-    m = _MEASURE_RE.match(name)
-    if not m:
-        raise MeasureError(f"cannot parse measure {name!r}; supported: {SUPPORTED_FORMS}")
-    fam = _FAMILY_ALIASES.get(m.group("fam").lower())
-    if fam is None:
-        raise MeasureError(f"unknown measure {m.group('fam')!r} in {name!r}; supported: {SUPPORTED_FORMS}")
-    _, _, needs_cut, takes_rel = _FAMILIES[fam]
-    rel = 1
-    if m.group("params") is not None and m.group("params").strip():
-        for param in m.group("params").split(","):
-            key, eq, value = (s.strip() for s in param.partition("="))
-            if key != "rel" or not eq or not re.fullmatch(r"-?\d+", value):
-                raise MeasureError(f"unsupported parameter {param.strip()!r} in {name!r}: the only parameter is "
-                                   f"rel=N (an integer grade); supported: {SUPPORTED_FORMS}")
-            rel = int(value)
-        if not takes_rel:
-            raise MeasureError(f"{fam} takes no rel parameter ({name!r}): nDCG uses the graded judgements as "
-                               f"gains; supported: {SUPPORTED_FORMS}")
-    cutoff = None
-    if m.group("k") is not None:
-        cutoff = int(m.group("k")) * (1000 if m.group("kilo") else 1)
-        if cutoff < 1:
-            raise MeasureError(f"cut-off must be >= 1 in {name!r}")
-    elif needs_cut:
-        raise MeasureError(f"{fam} needs a cut-off ({fam}@k, e.g. {fam}@1000) in {name!r}; "
-                           f"supported: {SUPPORTED_FORMS}")
-    return Measure(fam, cutoff, rel)
-
-
-def _split_top_level(spec: str) -> list[str]:
-    """Split on commas that are not inside parentheses (``"RR(rel=2)@10,R@1000"``)."""
-    parts, depth, cur = [], 0, []
-    for ch in spec:
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        depth += (ch == "(") - (ch == ")")
-        cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
-
-
-def parse_measures(spec: str | Measure | Iterable[str | Measure]) -> list[Measure]:
-    """Parse one measure, a comma-separated list (``"nDCG@10,RR@10"``) or an iterable of names/measures.
-
-    Returns:
-        The measures in the given order, duplicates (after canonicalisation) removed.
-
-    Raises:
-        MeasureError: an unsupported name, or no measure at all.
-    """
-    items: list[str | Measure]
-    if isinstance(spec, Measure):
-        items = [spec]
-    elif isinstance(spec, str):
-        items = list(_split_top_level(spec))
-    else:
-        items = []
-        for s in spec:
-            items.extend(_split_top_level(s) if isinstance(s, str) else [s])
-    out: list[Measure] = []
-    for item in items:
-        meas = parse_measure(item)
-        if meas not in out:
-            out.append(meas)
-    if not out:
-        raise MeasureError(f"no measure given; supported: {SUPPORTED_FORMS}")
-    return out
-
-
-def trec_eval_args(measure: str | Measure) -> list[str]:
-    """The trec_eval options that compute ``measure`` (add ``-c`` for the complete-query mean).
-
-    Example: ``trec_eval_args("RR(rel=2)@10") == ["-l", "2", "-M", "10", "-m", "recip_rank"]``.
-    """
-    m = parse_measure(measure)
-    args = ["-l", str(m.rel)] if m.rel != 1 else []
-    if m._truncate is not None:
-        args += ["-M", str(m._truncate)]
-    return args + ["-m", m._trec]
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Evaluation
@@ -231,6 +51,17 @@ def trec_eval_args(measure: str | Measure) -> list[str]:
 
 def _truncate(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
     return {qid: dict(rank(docs, k)) for qid, docs in run.items()}
+
+
+def _judged(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], k: int) -> dict[str, float]:
+    """Judged@k per qrels query (ir_measures' ``Judged``, ``JudgedProvider``): judged documents among the top ``k``
+    divided by ``min(k, number retrieved)``; 0.0 for a judged query without results (``-c``). The top ``k`` is taken
+    in trec_eval order (ties by docid descending), as every other measure here."""
+    out = {}
+    for qid, judged in qrels.items():
+        top = rank(run.get(qid) or {}, k)
+        out[qid] = sum(d in judged for d, _ in top) / len(top) if top else 0.0
+    return out
 
 
 def evaluate_per_query(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
@@ -244,7 +75,8 @@ def evaluate_per_query(run: Mapping[str, Mapping[str, float]], qrels: Mapping[st
 
     Returns:
         ``{measure: {qid: value}}`` keyed by the canonical measure name, one value for every qrels query
-        (0.0 for a judged query the run does not answer); run queries without judgements are left out.
+        (0.0 for a judged query the run does not answer, but for ``NumRel``: its number of relevant documents);
+        run queries without judgements are left out.
 
     Raises:
         MeasureError: an unsupported measure.
@@ -260,15 +92,22 @@ def evaluate_per_query(run: Mapping[str, Mapping[str, float]], qrels: Mapping[st
     run_pt = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items()
               if str(q) in qrels_pt and docs}
     groups: dict[tuple[int, int | None], list[Measure]] = {}
-    for m in meas:
-        groups.setdefault((m.rel, m._truncate), []).append(m)
     out: dict[str, dict[str, float]] = {str(m): {} for m in meas}
+    for m in meas:
+        if m.family.engine == "judged":
+            out[str(m)] = _judged(run_pt, qrels_pt, int(m.cutoff))  # type: ignore[arg-type]
+        else:
+            groups.setdefault((m.rel, m._truncate), []).append(m)
     for (rel, trunc), ms in groups.items():
         evaluator = pytrec_eval.RelevanceEvaluator(qrels_pt, {m._trec for m in ms}, relevance_level=rel)
         res = evaluator.evaluate(run_pt if trunc is None else _truncate(run_pt, trunc))
         for m in ms:
             key = m._key
-            out[str(m)] = {qid: float(res.get(qid, {}).get(key, 0.0)) for qid in qrels_pt}
+            if m.name == "NumRel":  # independent of the run: also counted for a judged query without results
+                out[str(m)] = {q: float(res[q][key]) if q in res else float(sum(g >= rel for g in docs.values()))
+                               for q, docs in qrels_pt.items()}
+            else:
+                out[str(m)] = {qid: float(res.get(qid, {}).get(key, 0.0)) for qid in qrels_pt}
     return out
 
 
@@ -281,9 +120,18 @@ def _check_finite(run: Mapping[str, Mapping[str, float]]) -> None:
                                  "(and every measure) would be undefined: fix the scores")
 
 
+def aggregate(measure: str | Measure, values: Mapping[str, float]) -> float:
+    """The all-queries figure of one measure from its per-query values: the mean (``trec_eval -c``'s ``all``), or
+    the sum for the counts ``NumRet``, ``NumRel``, ``NumRelRet`` (as trec_eval and ir_measures report them)."""
+    if parse_measure(measure).aggregate == "sum":
+        return math.fsum(values.values())
+    return _mean(values)
+
+
 def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
              measures: str | Measure | Iterable[str | Measure]) -> dict[str, float]:
-    """Mean values over all qrels queries, equal to ``trec_eval -c`` (unrounded).
+    """All-queries values over the qrels queries, equal to ``trec_eval -c``'s ``all`` line (unrounded): the mean,
+    or the sum for ``NumRet``, ``NumRel``, ``NumRelRet``.
 
     Args:
         run: ``{qid: {docid: score}}``.
@@ -291,9 +139,9 @@ def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping
         measures: names (see :func:`parse_measure`), a comma-separated string, or :class:`Measure` objects.
 
     Returns:
-        ``{measure: mean}`` keyed by the canonical measure name, in the order given.
+        ``{measure: value}`` keyed by the canonical measure name, in the order given.
     """
-    return {m: _mean(v) for m, v in evaluate_per_query(run, qrels, measures).items()}
+    return {m: aggregate(m, v) for m, v in evaluate_per_query(run, qrels, measures).items()}
 
 
 def _mean(values: Mapping[str, float]) -> float:
@@ -318,6 +166,24 @@ def resolve_benchmark(name: str) -> str | None:
     if key in BENCHMARKS:
         return key
     return BENCHMARK_ALIASES.get(key)
+
+
+#: measures shown beside the official ones by default (``kd-eval BENCHMARK RUN ...``): the share of the top 10 that was
+#: judged, for the benchmarks whose qrels are pooled (TREC DL: a dense run retrieves documents the BM25-heavy pools
+#: never judged, and its scores are then lower bounds). Sparse-judgement benchmarks (MS MARCO dev, SciFact: only
+#: relevant documents are judged) are left out: there Judged@10 is just P@10 of the relevant ones.
+INFORMATIONAL_MEASURES: dict[str, tuple[str, ...]] = {"trec-dl-19": ("Judged@10",), "trec-dl-20": ("Judged@10",)}
+
+
+def default_measures(benchmark: str) -> list[Measure]:
+    """The measures ``kd-eval BENCHMARK`` reports: the official ones, then :data:`INFORMATIONAL_MEASURES`.
+
+    Raises:
+        KeyError: unknown benchmark.
+    """
+    official = official_measures(benchmark)
+    extra = INFORMATIONAL_MEASURES.get(resolve_benchmark(benchmark) or "", ())
+    return parse_measures([*official, *extra])
 
 
 def official_measures(benchmark: str) -> list[Measure]:
@@ -347,6 +213,7 @@ class InputWarnings:
     Attributes:
         source: the run's name (file path) for messages.
         duplicate_docids: repeated (qid, docid) lines; the first was kept (trec_eval itself refuses such a run).
+        extra_fields: TREC lines with fields after the run tag; ignored, as trec_eval ignores them.
         unknown_qids: run queries absent from the qrels (ignored by the evaluation).
         missing_qids: judged queries the run has no result for (they score 0).
         empty: the run has no results at all.
@@ -355,13 +222,14 @@ class InputWarnings:
 
     source: str = "run"
     duplicate_docids: int = 0
+    extra_fields: int = 0
     unknown_qids: list[str] = field(default_factory=list)
     missing_qids: list[str] = field(default_factory=list)
     empty: bool = False
     n_judged: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.duplicate_docids or self.unknown_qids or self.missing_qids or self.empty)
+        return bool(self.duplicate_docids or self.extra_fields or self.unknown_qids or self.missing_qids or self.empty)
 
     def messages(self) -> list[str]:
         """One human-readable line per problem, each starting with the source, with counts and examples."""
@@ -372,6 +240,8 @@ class InputWarnings:
         msgs = []
         if self.empty:
             msgs.append(f"{self.source}: the run is empty: all {self.n_judged} judged queries score 0")
+        if self.extra_fields:
+            msgs.append(extra_fields_message(self.source, self.extra_fields))
         if self.duplicate_docids:
             msgs.append(f"{self.source}: {self.duplicate_docids} duplicate docid line(s) for a query; kept the "
                         "first of each (trec_eval itself refuses such a run)")
@@ -406,6 +276,7 @@ def check_inputs(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     return InputWarnings(
         source=source,
         duplicate_docids=int((read_warnings or {}).get("duplicate_docids", 0)),
+        extra_fields=int((read_warnings or {}).get("extra_fields", 0)),
         unknown_qids=sorted((q for q in answered if q not in qrels), key=qid_order),
         missing_qids=sorted((q for q in qrels if q not in answered), key=qid_order),
         empty=not answered,
@@ -435,134 +306,8 @@ def read_run_checked(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, i
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Significance
+# Significance (kd_pyserini.eval_significance, re-exported)
 # --------------------------------------------------------------------------------------------------------------
 
-SIGNIFICANCE_TESTS = ("ttest", "randomization")
-
-
-def _diffs(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired tests need two 1-d arrays of equal length, got shapes {x.shape} and {y.shape}")
-    return x - y
-
-
-def paired_ttest(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Two-sided paired t-test p-value (``scipy.stats.ttest_rel``) of per-query values ``a`` vs ``b``.
-
-    Returns:
-        The p-value; 1.0 when all differences are 0, 0.0 when they are all equal and non-zero.
-    """
-    d = _diffs(a, b)
-    if d.size < 2 or np.all(d == d[0]):
-        return 1.0 if d.size == 0 or d[0] == 0 else 0.0
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
-
-
-def randomization_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-                       n_permutations: int = 10_000, seed: int = 0) -> float:
-    """Two-sided paired randomisation (sign-flip) test p-value of per-query values ``a`` vs ``b``.
-
-    Each permutation swaps the two runs' values of every query with probability 1/2 (flips the sign of its
-    difference); the p-value is ``(1 + #{|mean perm. diff| >= |observed mean diff|}) / (1 + n_permutations)``.
-    Vectorised with numpy in chunks; deterministic for a given ``seed``.
-
-    Args:
-        a, b: per-query values in the same query order.
-        n_permutations: number of random sign assignments.
-        seed: seed of ``numpy.random.default_rng``.
-
-    Returns:
-        The p-value (1.0 when all differences are 0).
-    """
-    d = _diffs(a, b)
-    if d.size == 0 or not np.any(d):
-        return 1.0
-    rng = np.random.default_rng(seed)
-    observed = abs(math.fsum(d))
-    tol = 1e-9 * max(1.0, observed)
-    chunk = max(1, min(n_permutations, 4_000_000 // d.size))
-    hits = 0
-    done = 0
-    while done < n_permutations:
-        c = min(chunk, n_permutations - done)
-        signs = rng.integers(0, 2, size=(c, d.size), dtype=np.int8).astype(np.float64) * 2.0 - 1.0
-        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - tol))
-        done += c
-    return (hits + 1) / (n_permutations + 1)
-
-
-@dataclass
-class Comparison:
-    """Several runs evaluated on the same qrels, with significance tests against the first (the baseline).
-
-    Attributes:
-        measures: canonical measure names, in order.
-        means: ``{run: {measure: mean}}``.
-        per_query: ``{run: {measure: {qid: value}}}`` (all qrels queries, ``-c`` zeros included).
-        p_values: ``{run: {measure: p}}`` for every run but the baseline (empty when no test was run).
-        test: ``"ttest"``, ``"randomization"`` or ``None``.
-        alpha: significance level for :meth:`significant`.
-    """
-
-    measures: list[str]
-    means: dict[str, dict[str, float]]
-    per_query: dict[str, dict[str, dict[str, float]]]
-    p_values: dict[str, dict[str, float]]
-    test: str | None
-    alpha: float
-
-    @property
-    def baseline(self) -> str:
-        return next(iter(self.means))
-
-    def significant(self, run: str, measure: str) -> bool:
-        """Whether ``run`` differs from the baseline on ``measure`` at level ``alpha``."""
-        p = self.p_values.get(run, {}).get(measure)
-        return p is not None and p < self.alpha
-
-
-def compare_runs(runs: Mapping[str, Mapping[str, Mapping[str, float]]], qrels: Mapping[str, Mapping[str, int]],
-                 measures: str | Measure | Iterable[str | Measure], *,
-                 test: Literal["ttest", "randomization"] | None = "ttest", alpha: float = 0.05,
-                 n_permutations: int = 10_000, seed: int = 0) -> Comparison:
-    """Evaluate several runs and test each against the first one, per measure, over per-query values.
-
-    Args:
-        runs: ``{name: run}``; the first is the baseline.
-        qrels: ``{qid: {docid: grade}}``.
-        measures: see :func:`evaluate`.
-        test: ``"ttest"`` (paired t-test), ``"randomization"`` (paired sign-flip test) or ``None``.
-        alpha: significance level.
-        n_permutations: permutations of the randomisation test.
-        seed: seed of the randomisation test.
-
-    Returns:
-        A :class:`Comparison`.
-
-    Raises:
-        ValueError: no runs, or an unknown test.
-    """
-    if not runs:
-        raise ValueError("no runs to compare")
-    if test not in (None, *SIGNIFICANCE_TESTS):
-        raise ValueError(f"unknown significance test {test!r}; use one of {', '.join(SIGNIFICANCE_TESTS)} or None")
-    meas = [str(m) for m in parse_measures(measures)]
-    qids = list(qrels)
-    per_query = {name: evaluate_per_query(run, qrels, meas) for name, run in runs.items()}
-    means = {name: {m: _mean(pq[m]) for m in meas} for name, pq in per_query.items()}
-    p_values: dict[str, dict[str, float]] = {}
-    names = list(runs)
-    if test is not None:
-        base = per_query[names[0]]
-        for name in names[1:]:
-            p_values[name] = {}
-            for m in meas:
-                a = [per_query[name][m][q] for q in qids]
-                b = [base[m][q] for q in qids]
-                p_values[name][m] = (paired_ttest(a, b) if test == "ttest" else
-                                     randomization_test(a, b, n_permutations=n_permutations, seed=seed))
-    return Comparison(measures=meas, means=means, per_query=per_query, p_values=p_values, test=test, alpha=alpha)
+from kd_pyserini.eval_significance import (CORRECTIONS, SIGNIFICANCE_TESTS, Comparison,  # noqa: E402
+                                           adjust_p_values, compare_runs, paired_ttest, randomization_test)

@@ -3,10 +3,22 @@
 All functions are pure: they take runs ``{qid: {docid: score}}`` and return a new run, never modifying their inputs.
 Scores in and out are finite: a NaN or infinite input score, or a fused score that overflows, raises ``ValueError``
 (a NaN has no rank order, and trec_eval would rank it arbitrarily).
-Every fused query is ranked the way trec_eval ranks (score descending, ties by docid descending, see
-:func:`kd_pyserini.trec_io.rank`), truncated to the top ``k`` (default 1000) and returned as a dict whose insertion
-order *is* that ranking, so the output is deterministic, tie order included. Queries appear in first-seen order over
-the input runs. A query that only some runs have is fused from the runs that have it.
+Two conventions, chosen by ``ranks`` (RRF, CombSUM, CombMNZ; kd-fuse's ``--ranks``):
+
+* ``"score"`` (kd_pyserini's, the default of these functions): each input is re-ranked by score in trec_eval order
+  (score descending, ties by docid descending, :func:`kd_pyserini.trec_io.rank`), optionally cut to its top
+  ``depth``; every fused query is ranked the same way, truncated to the top ``k`` (default 1000) and returned as a
+  dict whose insertion order *is* that ranking. Queries appear in first-seen order over the input runs.
+* ``"file"`` (Pyserini's, ``python -m pyserini.fusion`` without ``--resort``; kd-fuse's default): the runs must come
+  from files (:func:`kd_pyserini.fusion_files.read_fusion_run`); each document's RRF rank is the file's rank column,
+  each input is cut to its first ``depth`` lines, sums are pandas' (Kahan) sums, and fused ties are broken by docid
+  *ascending*, the order and ranks Pyserini writes (:mod:`kd_pyserini.fusion_files`). The output equals
+  pyserini.fusion's line for line: ``rrf`` is its ``rrf``; ``combsum`` with ``norm="none"`` and weights
+  ``(alpha, 1 - alpha)`` its ``interpolation``, with weights ``1/n`` its ``average``, with ``norm="minmax"`` its
+  ``normalize``.
+
+On runs without tied scores whose rank column is the score order (every run kd_pyserini or Pyserini writes), the two
+agree but for the order of fused ties. A query that only some runs have is fused from the runs that have it.
 
 Methods (one dispatch table, :data:`METHODS`, used by :func:`fuse`):
 
@@ -26,10 +38,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kd_pyserini.fusion_files import RANKS, FileRun, file_ranks, merge_like_pyserini, read_fusion_run
 from kd_pyserini.trec_io import Qrels, Run, rank
 
 __all__ = ["interpolate", "rrf", "comb_sum", "comb_mnz", "fuse", "tune", "normalize", "NORMALIZATIONS", "METHODS",
-           "default_grid", "DEFAULT_K"]
+           "default_grid", "DEFAULT_K", "RANKS", "FileRun", "read_fusion_run"]
 
 DEFAULT_K = 1000
 """Default number of documents kept per query in every fused run."""
@@ -69,6 +82,18 @@ def _check_output(run: Run, method: str) -> Run:
                 raise ValueError(f"{method}: the fused score of query {qid}, document {docid} is {score} (the input "
                                  "scores overflow a double?); rescale the runs' scores or use --method rrf")
     return run
+
+
+def _check_ranks(ranks: str) -> None:
+    if ranks not in RANKS:
+        raise ValueError(f"ranks must be one of {', '.join(RANKS)}, got {ranks!r}")
+
+
+def _by_score(docs: Mapping[str, float], depth: int | None) -> dict[str, float]:
+    """One query's input list re-ranked by score (trec_eval order), cut to ``depth``."""
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    return dict(rank(docs, depth))
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -222,31 +247,42 @@ def interpolate(sparse: Mapping[str, Scores], dense: Mapping[str, Scores], alpha
 # -------------------------------------------------------------------------------------------------------------- RRF
 
 def rrf(runs: Sequence[Mapping[str, Scores]], k: float = 60, weights: Sequence[float] | None = None,
-        cutoff: int = DEFAULT_K) -> Run:
+        cutoff: int = DEFAULT_K, ranks: str = "score", depth: int | None = None) -> Run:
     """Reciprocal rank fusion: ``score(d) = sum_i w_i / (k + rank_i(d))`` over the runs that retrieved ``d``.
 
     Cormack, Clarke & Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and individual Rank Learning
-    Methods", SIGIR 2009. Ranks are 1-based and taken in trec_eval order (score descending, docid descending on
-    ties, :func:`kd_pyserini.trec_io.rank`), i.e. the ranks trec_eval would evaluate, not the rank column of a file.
+    Methods", SIGIR 2009. Ranks are 1-based.
 
     Args:
         runs: the runs to fuse (at least one).
         k: the RRF constant (60 in the paper); note it is *not* the output depth, which is ``cutoff``.
         weights: one weight per run (default all 1.0: plain RRF).
         cutoff: documents kept per query.
+        ranks: ``"score"``: ranks in trec_eval order (score descending, docid descending on ties), the ranks
+            trec_eval would evaluate; ``"file"``: the runs' rank column, exactly as ``pyserini.fusion`` (the runs
+            must be :class:`~kd_pyserini.fusion_files.FileRun`); see the module docstring.
+        depth: documents taken from each input per query (``"score"``: its top ``depth``; ``"file"``: its first
+            ``depth`` lines); ``None``: all.
 
     Returns:
-        The fused run, each query in trec_eval order and cut to ``cutoff``.
+        The fused run, each query cut to ``cutoff`` (``"score"``: in trec_eval order; ``"file"``: in Pyserini's).
     """
     if not runs:
         raise ValueError("rrf needs at least one run")
+    _check_ranks(ranks)
     _check_inputs(runs, "rrf")
     ws = _weights(weights, len(runs))
+    if ranks == "file":
+        scored = []
+        for i, (w, run) in enumerate(zip(ws, runs), 1):
+            col = file_ranks(run, i)
+            scored.append({q: {d: w / (k + col[q][d]) for d in docs} for q, docs in run.items()})
+        return _check_output(merge_like_pyserini(scored, depth, cutoff), "rrf")
     out: Run = {}
     for qid in _qids(runs):
         fused: dict[str, float] = {}
         for w, run in zip(ws, runs):
-            for r, (doc, _) in enumerate(rank(run.get(qid, {})), 1):
+            for r, doc in enumerate(_by_score(run.get(qid, {}), depth), 1):
                 fused[doc] = fused.get(doc, 0.0) + w / (k + r)
         out[qid] = _top(fused, cutoff)
     return _check_output(out, "rrf")
@@ -255,20 +291,27 @@ def rrf(runs: Sequence[Mapping[str, Scores]], k: float = 60, weights: Sequence[f
 # ------------------------------------------------------------------------------------------------ CombSUM / CombMNZ
 
 def _comb(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None, norm: str, k: int,
-          mnz: bool) -> Run:
+          mnz: bool, ranks: str = "score", depth: int | None = None) -> Run:
     if not runs:
         raise ValueError("fusion needs at least one run")
     name = "combmnz" if mnz else "combsum"
+    _check_ranks(ranks)
     _check_inputs(runs, name)
     ws = _weights(weights, len(runs))
-    normed = [normalize(run, norm) for run in runs]
+    normed = [normalize(run, norm) for run in runs]  # each query's whole list, as Pyserini normalises
+    if ranks == "file":
+        for i, run in enumerate(runs, 1):
+            file_ranks(run, i)
+        scored = [{q: {d: w * s for d, s in docs.items()} for q, docs in run.items()} for w, run in zip(ws, normed)]
+        return _check_output(merge_like_pyserini(scored, depth, k, mnz=mnz), name)
     out: Run = {}
     for qid in _qids(runs):
         fused: dict[str, float] = {}
         hits: dict[str, int] = {}
-        for w, run in zip(ws, normed):
-            for doc, s in run.get(qid, {}).items():
-                fused[doc] = fused.get(doc, 0.0) + w * s
+        for w, run, raw in zip(ws, normed, runs):
+            docs = run.get(qid, {})
+            for doc in (_by_score(raw.get(qid, {}), depth) if depth is not None else docs):
+                fused[doc] = fused.get(doc, 0.0) + w * docs[doc]
                 hits[doc] = hits.get(doc, 0) + 1
         if mnz:
             fused = {doc: s * hits[doc] for doc, s in fused.items()}
@@ -277,7 +320,7 @@ def _comb(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None,
 
 
 def comb_sum(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None = None, norm: str = "minmax",
-             k: int = DEFAULT_K) -> Run:
+             k: int = DEFAULT_K, ranks: str = "score", depth: int | None = None) -> Run:
     """CombSUM: ``score(d) = sum_i w_i * norm_i(d)`` over the runs that retrieved ``d`` (others contribute 0).
 
     Fox & Shaw, "Combination of Multiple Searches", TREC-2 (1994). Scores are normalised per run and query first.
@@ -287,15 +330,19 @@ def comb_sum(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | No
         weights: one weight per run (default all 1.0).
         norm: a key of :data:`NORMALIZATIONS` (``minmax``, ``zscore``, ``max``, ``sum``, ``none``).
         k: documents kept per query.
+        ranks: ``"score"`` or ``"file"`` (Pyserini's conventions: with ``norm="none"`` and weights ``(a, 1 - a)``
+            this is ``pyserini.fusion --method interpolation --alpha a``, with weights ``1/n`` its ``average``, with
+            ``norm="minmax"`` its ``normalize``); see the module docstring.
+        depth: documents taken from each input per query (see :func:`rrf`); ``None``: all.
 
     Returns:
-        The fused run, each query in trec_eval order and cut to ``k``.
+        The fused run, each query cut to ``k`` (``"score"``: in trec_eval order; ``"file"``: in Pyserini's).
     """
-    return _comb(runs, weights, norm, k, mnz=False)
+    return _comb(runs, weights, norm, k, mnz=False, ranks=ranks, depth=depth)
 
 
 def comb_mnz(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | None = None, norm: str = "minmax",
-             k: int = DEFAULT_K) -> Run:
+             k: int = DEFAULT_K, ranks: str = "score", depth: int | None = None) -> Run:
     """CombMNZ: CombSUM times the number of runs that retrieved the document.
 
     Fox & Shaw, "Combination of Multiple Searches", TREC-2 (1994).
@@ -305,11 +352,13 @@ def comb_mnz(runs: Sequence[Mapping[str, Scores]], weights: Sequence[float] | No
         weights: one weight per run (default all 1.0); the hit count is not weighted.
         norm: a key of :data:`NORMALIZATIONS`.
         k: documents kept per query.
+        ranks: ``"score"`` or ``"file"`` (see :func:`comb_sum`; the hit count is taken within ``depth``).
+        depth: documents taken from each input per query; ``None``: all.
 
     Returns:
-        The fused run, each query in trec_eval order and cut to ``k``.
+        The fused run, each query cut to ``k`` (``"score"``: in trec_eval order; ``"file"``: in Pyserini's).
     """
-    return _comb(runs, weights, norm, k, mnz=True)
+    return _comb(runs, weights, norm, k, mnz=True, ranks=ranks, depth=depth)
 
 
 # --------------------------------------------------------------------------------------------------------- dispatch
@@ -322,18 +371,18 @@ def _fuse_interpolation(runs: Sequence[Mapping[str, Scores]], k: int = DEFAULT_K
 
 
 def _fuse_rrf(runs: Sequence[Mapping[str, Scores]], k: int = DEFAULT_K, rrf_k: float = 60,
-              weights: Sequence[float] | None = None) -> Run:
-    return rrf(runs, k=rrf_k, weights=weights, cutoff=k)
+              weights: Sequence[float] | None = None, ranks: str = "score", depth: int | None = None) -> Run:
+    return rrf(runs, k=rrf_k, weights=weights, cutoff=k, ranks=ranks, depth=depth)
 
 
 def _fuse_combsum(runs: Sequence[Mapping[str, Scores]], k: int = DEFAULT_K, weights: Sequence[float] | None = None,
-                  norm: str = "minmax") -> Run:
-    return comb_sum(runs, weights=weights, norm=norm, k=k)
+                  norm: str = "minmax", ranks: str = "score", depth: int | None = None) -> Run:
+    return comb_sum(runs, weights=weights, norm=norm, k=k, ranks=ranks, depth=depth)
 
 
 def _fuse_combmnz(runs: Sequence[Mapping[str, Scores]], k: int = DEFAULT_K, weights: Sequence[float] | None = None,
-                  norm: str = "minmax") -> Run:
-    return comb_mnz(runs, weights=weights, norm=norm, k=k)
+                  norm: str = "minmax", ranks: str = "score", depth: int | None = None) -> Run:
+    return comb_mnz(runs, weights=weights, norm=norm, k=k, ranks=ranks, depth=depth)
 
 
 METHODS: dict[str, Callable[..., Run]] = {
@@ -344,10 +393,10 @@ METHODS: dict[str, Callable[..., Run]] = {
 }
 """Fusion methods by name, each ``f(runs, k=1000, **params)``; the parameters each accepts:
 
-* ``rrf``: ``rrf_k`` (60), ``weights``;
+* ``rrf``: ``rrf_k`` (60), ``weights``, ``ranks`` (``"score"``), ``depth`` (``None``);
 * ``interpolation``: ``alpha`` (0.1), ``normalize`` (False), ``weight_on_dense`` (False); exactly two runs, sparse
-  first;
-* ``combsum`` / ``combmnz``: ``weights``, ``norm`` (``minmax``).
+  first (Pyserini's HybridSearcher, which has no rank column: no ``ranks``/``depth``);
+* ``combsum`` / ``combmnz``: ``weights``, ``norm`` (``minmax``), ``ranks`` (``"score"``), ``depth`` (``None``).
 """
 
 

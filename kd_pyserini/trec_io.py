@@ -10,8 +10,10 @@ Reading (every reader goes through :func:`open_text`):
   or a truncated gzip stream, is a :class:`FormatError` too).
 * A run's format (TREC ``qid Q0 docid rank score tag`` or MS MARCO ``qid docid rank``) is decided by its first
   non-empty line and every line is held to it, so a TREC line cut to 3 fields is refused instead of being read as
-  an MS MARCO line. Scores must be finite decimal numbers (no NaN, no infinity). An empty run is refused, as
-  trec_eval refuses it.
+  an MS MARCO line. As trec_eval (``get_trec_results.c``: "Any field following run_id is ignored"), fields after
+  the sixth of a TREC line are ignored (trailing comments, extra columns); they are counted in
+  :class:`RunWarnings` (``extra_fields``) so a command can say so once. Scores must be finite decimal numbers
+  (no NaN, no infinity). An empty run is refused, as trec_eval refuses it.
 * Qrels: ``qid iteration docid grade`` with an integer grade; a (qid, docid) judged twice is refused (trec_eval:
   "duplicate docs"), whatever the grades.
 * Topics: ``qid<TAB>query``; a repeated qid is refused.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import math
 import os
 import re
@@ -41,11 +44,14 @@ from typing import TextIO
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.errors import KdError
 
+_log = logging.getLogger(__name__)
+
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
 __all__ = ["Run", "Qrels", "FormatError", "ScoreError", "open_text", "read_run", "read_qrels", "read_topics",
-           "write_run", "rank", "atomic_write", "atomic_write_text", "qid_order", "RunWarnings", "format_score"]
+           "write_run", "extra_fields_message", "rank", "atomic_write", "atomic_write_text", "qid_order",
+           "RunWarnings", "format_score"]
 
 TREC_LINE = "'qid Q0 docid rank score tag'"
 MSMARCO_LINE = "'qid<TAB>docid<TAB>rank'"
@@ -185,7 +191,15 @@ def open_text(path: str | os.PathLike) -> TextIO:
 
 
 class RunWarnings(dict):
-    """Counts of suspicious but tolerated things seen while reading a run (e.g. duplicate docids)."""
+    """Counts of suspicious but tolerated things seen while reading a run: ``duplicate_docids`` (with
+    ``duplicates="warn"``) and ``extra_fields`` (TREC lines with fields after the sixth, ignored as trec_eval ignores
+    them)."""
+
+
+def extra_fields_message(path: str | os.PathLike, count: int) -> str:
+    """The one-line notice for ``count`` TREC lines with fields after the run tag (what commands print once)."""
+    return (f"{path}: {count} line{'s' if count != 1 else ''} ha{'ve' if count != 1 else 's'} fields after the run "
+            "tag (the sixth field); ignored, as trec_eval ignores them")
 
 
 def _score(path, no: int, text: str) -> float:
@@ -207,29 +221,36 @@ def _msmarco_score(path, no: int, text: str) -> float:
     return -float(int(text))
 
 
-def _first_line_of(path, fields: int, qid_docid: tuple[str, str], docid_at: int) -> int:
-    """The first line of ``path`` with ``qid_docid`` (to name both lines of a duplicate; read only on error)."""
+def _first_line_of(path, fields: int, qid_docid: tuple[str, str], docid_at: int, more: bool = False) -> int:
+    """The first line of ``path`` with ``qid_docid`` (to name both lines of a duplicate; read only on error).
+    ``more``: lines may have more than ``fields`` fields (TREC runs, whose fields after the tag are ignored)."""
     with open_text(path) as f:
         for no, line in enumerate(f, 1):
             parts = line.split()
-            if len(parts) == fields and (parts[0], parts[docid_at]) == qid_docid:
+            if (len(parts) == fields or (more and len(parts) > fields)) and (parts[0], parts[docid_at]) == qid_docid:
                 return no
     return 0
 
 
-def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, duplicates: str = "warn") -> Run:
+def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, duplicates: str = "warn",
+             ranks: dict[str, dict[str, int]] | None = None) -> Run:
     """Read a TREC run (``qid Q0 docid rank score tag``) or MS MARCO run (``qid<TAB>docid<TAB>rank``).
 
     The first non-empty line decides the format and every other line must have the same number of fields (a TREC
-    line cut to 3 fields, or a file mixing the two formats, is refused). MS MARCO-format scores are derived from the
-    rank (``-rank``) so the order is kept.
+    line cut to 3 fields, or a file mixing the two formats, is refused); a TREC line may have fields after the sixth,
+    ignored as trec_eval ignores them (counted in ``warnings["extra_fields"]``, else logged once). MS MARCO-format
+    scores are derived from the rank (``-rank``) so the order is kept.
 
     Args:
         path: the run file (``.gz`` accepted).
-        warnings: if given, filled with counts: ``duplicate_docids`` (with ``duplicates="warn"``).
+        warnings: if given, filled with counts: ``duplicate_docids`` (with ``duplicates="warn"``) and
+            ``extra_fields``.
         duplicates: what to do with a (qid, docid) seen twice: ``"warn"`` keeps the first line and counts the
             others in ``warnings``; ``"error"`` raises :class:`FormatError` naming both lines (what trec_eval
             does: "duplicate docs").
+        ranks: if given, filled with the rank column, ``{qid: {docid: rank}}`` (for fusion that takes ranks from the
+            file as Pyserini's does); the rank must then be an integer. The run's documents keep file order either
+            way (a query's dict is in the order its lines appear).
 
     Raises:
         FormatError: a line of the wrong format, a score that is not a finite number, an MS MARCO rank that is not
@@ -239,7 +260,7 @@ def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, dupli
     if duplicates not in ("warn", "error"):
         raise ValueError(f"duplicates must be 'warn' or 'error', got {duplicates!r}")
     run: Run = {}
-    dups = 0
+    dups = extra = 0
     fmt: str | None = None
     first_no = 0
     with open_text(path) as f:
@@ -249,7 +270,7 @@ def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, dupli
                 continue
             n = len(parts)
             if fmt is None:
-                if n == 6:
+                if n >= 6:
                     fmt, first_no = "trec", no
                 elif n == 3 and parts[1] != "Q0":
                     fmt, first_no = "msmarco", no
@@ -260,12 +281,17 @@ def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, dupli
                     raise FormatError(path, no, f"{n} fields; expected 6 ({TREC_LINE}, TREC) or 3 "
                                                 "('qid docid rank', MS MARCO)")
             if fmt == "trec":
-                if n != 6:
-                    cut = " (a line cut short, or an MS MARCO line in a TREC run?)" if n < 6 else ""
-                    raise FormatError(path, no, f"{n} fields{cut}; expected 6 ({TREC_LINE}) as on line {first_no}: "
-                                                "a run is all TREC or all MS MARCO")
-                qid, _, docid, _, score_s, _ = parts
+                if n < 6:
+                    raise FormatError(path, no, f"{n} fields (a line cut short, or an MS MARCO line in a TREC run?); "
+                                                f"expected 6 ({TREC_LINE}) as on line {first_no}: a run is all TREC "
+                                                "or all MS MARCO")
+                if n > 6:  # trec_eval: "Any field following run_id is ignored"
+                    extra += 1
+                qid, _, docid, rank_s, score_s = parts[:5]
                 score = _score(path, no, score_s)
+                if ranks is not None and not _INTEGER.fullmatch(rank_s):
+                    raise FormatError(path, no, f"rank {rank_s!r} is not an integer; fusion with ranks from the file "
+                                                "needs the rank column (or re-rank by score: --ranks score)")
             else:
                 if n != 3 or parts[1] == "Q0":
                     raise FormatError(path, no, f"{n} fields{' with Q0' if n == 3 else ''}; expected 3 ('qid docid "
@@ -276,18 +302,26 @@ def read_run(path: str | os.PathLike, warnings: RunWarnings | None = None, dupli
             docs = run.setdefault(qid, {})
             if docid in docs:
                 if duplicates == "error":
-                    first = _first_line_of(path, n, (qid, docid), 2 if fmt == "trec" else 1)
+                    first = (_first_line_of(path, 6, (qid, docid), 2, more=True) if fmt == "trec" else
+                             _first_line_of(path, 3, (qid, docid), 1))
                     raise FormatError(path, no, f"document {docid!r} listed again for query {qid!r} (first at line "
                                                 f"{first}); trec_eval refuses a run with duplicate docs: keep one "
                                                 "line per (qid, docid)")
                 dups += 1
                 continue
             docs[docid] = score
+            if ranks is not None:
+                ranks.setdefault(qid, {})[docid] = int(rank_s)
     if fmt is None:
         raise FormatError(path, 1, f"the run is empty; expected {TREC_LINE} (TREC) or 'qid docid rank' (MS MARCO) "
                                    "lines")
     if warnings is not None and dups:
         warnings["duplicate_docids"] = warnings.get("duplicate_docids", 0) + dups
+    if extra:
+        if warnings is not None:
+            warnings["extra_fields"] = warnings.get("extra_fields", 0) + extra
+        else:
+            _log.warning(extra_fields_message(path, extra))
     return run
 
 
@@ -378,10 +412,12 @@ def format_score(score: float, qid: str = "?", docid: str = "?") -> str:
 
 
 def iter_run_lines(run: Mapping[str, Mapping[str, float]], tag: str = "kd_pyserini", k: int | None = None,
-                   msmarco: bool = False) -> Iterator[str]:
-    """Lines of a run file, queries in numeric-then-string order, documents in trec_eval order, scores exact."""
-    for qid in sorted(run, key=qid_order):
-        for r, (docid, score) in enumerate(rank(run[qid], k), 1):
+                   msmarco: bool = False, keep_order: bool = False) -> Iterator[str]:
+    """Lines of a run file, queries in numeric-then-string order, documents in trec_eval order, scores exact.
+    ``keep_order``: queries and documents in the mapping's own order instead (ranks 1, 2, ... in that order)."""
+    for qid in (run if keep_order else sorted(run, key=qid_order)):
+        docs = list(run[qid].items())[:k] if keep_order else rank(run[qid], k)
+        for r, (docid, score) in enumerate(docs, 1):
             text = format_score(score, qid, docid)  # checked in MS MARCO format too: the order depends on it
             yield f"{qid}\t{docid}\t{r}\n" if msmarco else f"{qid} Q0 {docid} {r} {text} {tag}\n"
 
@@ -402,7 +438,7 @@ def atomic_write_text(path: str | os.PathLike) -> Iterator[TextIO]:
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "kd_pyserini",
-              k: int | None = None, msmarco: bool = False) -> Path:
+              k: int | None = None, msmarco: bool = False, keep_order: bool = False) -> Path:
     """Write a run atomically in TREC format (or MS MARCO's ``qid\\tdocid\\trank`` with ``msmarco=True``);
     gzip-compressed when ``path`` ends in ``.gz``. Scores are written exactly (:func:`format_score`).
 
@@ -412,10 +448,12 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, t
         tag: the run tag (TREC's last column).
         k: keep the top ``k`` per query (all when ``None``).
         msmarco: write MS MARCO format instead of TREC.
+        keep_order: write queries and documents in the mapping's order (e.g. a fusion that follows Pyserini's tie
+            order) instead of sorting them the way trec_eval ranks; ranks are 1, 2, ... in that order.
 
     Raises:
         ScoreError: a NaN or infinite score (nothing is written).
     """
     with atomic_write_text(path) as f:
-        f.writelines(iter_run_lines(run, tag=tag, k=k, msmarco=msmarco))
+        f.writelines(iter_run_lines(run, tag=tag, k=k, msmarco=msmarco, keep_order=keep_order))
     return Path(path)

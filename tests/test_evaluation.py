@@ -299,8 +299,9 @@ def test_cli_json_keyed_by_run_path(cli_files):
                                        "--format", "json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert list(data) == [str(weak), str(strong)]
+    assert list(data) == [str(weak), str(strong), "_significance"]  # the p-values beside the runs' values
     assert list(data[str(strong)]) == ["nDCG@10", "RR(rel=2)@10"]
+    assert data["_significance"]["p_values"][str(strong)]["nDCG@10"]["significant"] is True
     assert data[str(strong)]["RR(rel=2)@10"] == 0.5 and data[str(weak)]["RR(rel=2)@10"] == 0.0
 
     res = CliRunner().invoke(kd_eval, [str(qp), "-m", "RR@10", str(strong), "--format", "json", "--per-query"])
@@ -343,8 +344,8 @@ def test_cli_csv_table_and_warnings(cli_files, tmp_path):
     extra = write(tmp_path / "extra.txt", strong.read_text() + "999 Q0 x 1 1.0 t\n")
     res = CliRunner().invoke(kd_eval, [str(qp), "-m", "RR@10", str(weak), str(extra), "--format", "csv"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.splitlines()[0] == "run,measure,value,p_value,significant"
-    assert res.stdout.splitlines()[2].startswith(f"{extra},RR@10,1.0,") and res.stdout.endswith(",true\n")
+    assert res.stdout.splitlines()[0] == "run,measure,value,p_value,p_adjusted,correction,significant"
+    assert res.stdout.splitlines()[2].startswith(f"{extra},RR@10,1.0,") and res.stdout.endswith(",holm,true\n")
     assert "1 run query is not in the qrels" in res.stderr and "999" in res.stderr
     res = CliRunner().invoke(kd_eval, [str(qp), "-m", "RR@10", str(strong), "-q"])
     assert res.exit_code == 0 and res.stdout.splitlines()[-2].split() == ["all", "1.0000"]
@@ -392,10 +393,13 @@ def test_cli_benchmark_name_with_real_runs(real, data_dir):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     rows = out.stdout.splitlines()
-    assert rows[0].split() == ["run", *DL_MEASURES]
+    assert rows[0].split() == ["run", *DL_MEASURES, "Judged@10"]  # the share judged, beside the official measures
     qrels = read_qrels(qrels_paths["19"])
     for row, path, mark in ((rows[1], bm25, ""), (rows[2], tasb, "\u2020")):  # TAS-B beats BM25 on every measure
-        expected = evaluate(read_run(path), qrels, DL_MEASURES)
-        assert row.split() == [str(path), *(f"{expected[m]:.4f}{mark}" for m in DL_MEASURES)]
+        expected = evaluate(read_run(path), qrels, [*DL_MEASURES, "Judged@10"])
+        assert row.split()[:-1] == [str(path), *(f"{expected[m]:.4f}{mark}" for m in DL_MEASURES)]
+        judged = f"{expected['Judged@10']:.4f}"
+        assert row.split()[-1] in (judged, judged + "\u2020")
+    assert rows[1].split()[-1] == "1.0000" and rows[2].split()[-1].startswith("0.9023")  # BM25 built the pools
     assert rows[2].split()[1] == "0.7210\u2020"
     assert "mean over 43 judged queries" in out.stdout

@@ -26,8 +26,11 @@ def _close(a, b, tol=0.0) -> bool:
                                         all(abs(a[q][d] - b[q][d]) <= tol for d in a[q]) for q in a)
 
 
-def _evaluation_or_skip():
-    return pytest.importorskip("kd_pyserini.evaluation", reason="kd_pyserini.evaluation (tune's metric) not there yet")
+def _evaluation():
+    """tune's metric comes from kd_pyserini.evaluation: a broken import must fail these tests, never skip them."""
+    import kd_pyserini.evaluation
+
+    return kd_pyserini.evaluation
 
 
 # ------------------------------------------------------------------------------------------------------------- RRF
@@ -223,7 +226,7 @@ def _tuning_case():
 
 
 def test_tune_picks_known_best_alpha():
-    _evaluation_or_skip()
+    _evaluation()
     sparse, dense, qrels = _tuning_case()
     best, table = tune([sparse, dense], qrels, "interpolation",
                        grid=[{"alpha": a} for a in (0.0, 0.25, 0.6, 1.0, 2.0)])
@@ -247,7 +250,7 @@ def test_tune_rejects_unrelated_qrels():
 
 
 def test_tune_weights_and_rrf_k():
-    _evaluation_or_skip()
+    _evaluation()
     sparse, dense, qrels = _tuning_case()
     best, table = tune([sparse, dense], qrels, "combsum", norm="none")
     assert len(table) == 21 and best["norm"] == "none"
@@ -364,7 +367,7 @@ def test_cli_errors(tmp_path: Path, two_runs):
 
 
 def test_cli_tune_on_qrels_file(tmp_path: Path):
-    _evaluation_or_skip()
+    _evaluation()
     from kd_pyserini.cli.fuse import main
 
     sparse, dense, qrels = _tuning_case()
@@ -381,7 +384,7 @@ def test_cli_tune_on_qrels_file(tmp_path: Path):
 
 @pytest.mark.slow
 def test_cli_tune_on_named_qrels_real_runs(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    _evaluation_or_skip()
+    _evaluation()
     from kd_pyserini.cli.fuse import main
 
     runs_dir = data_dir / "msmarco-dl" / "runs"
@@ -495,3 +498,17 @@ def test_cli_gz_output_then_kd_eval(tmp_path: Path, two_runs):
     res = CliRunner().invoke(kd_eval, ["--qrels", str(q_path), "-m", "nDCG@10,RR@10", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[str(out)] == evaluate(rrf([sparse, dense]), qrels, ["nDCG@10", "RR@10"])
+
+
+def test_tuning_tests_fail_instead_of_skipping_when_evaluation_is_broken():
+    """Issue #17: the tuning tests once skipped (importorskip) when kd_pyserini.evaluation failed to import, so a
+    broken evaluation module passed CI. With the module made unimportable they must FAIL."""
+    tests = ["test_tune_picks_known_best_alpha", "test_tune_weights_and_rrf_k", "test_cli_tune_on_qrels_file"]
+    script = ("import sys, pytest\n"
+              "sys.modules['kd_pyserini.evaluation'] = None  # import kd_pyserini.evaluation -> ImportError\n"
+              f"ids = [{__file__!r} + '::' + t for t in {tests!r}]\n"
+              "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *ids]))\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 1, res.stdout[-2000:]
+    assert "3 failed" in res.stdout and "skipped" not in res.stdout, res.stdout[-2000:]

@@ -55,6 +55,12 @@ CASES = [
     Case("run-number-spellings",
          run=b"1 Q0 c 1 +2 t\n1 Q0 b 2 .5 t\n1 Q0 a 3 1e-3 t\n2 Q0 d 1 3. t\n2 Q0 e 2 -1E2 t\n"),
     Case("run-rank-column-ignored", run=b"1 Q0 c 9 1.0 t\n1 Q0 a x 3.0 t\n1 Q0 b - 2.0 t\n"),
+    # fields after the run tag: "Any field following run_id is ignored" (trec_eval's get_trec_results.c)
+    Case("run-7-fields-tag-with-a-space", run=b"1 Q0 a 1 3.0 my tag\n1 Q0 b 2 2.0 my tag\n2 Q0 e 1 2 my tag\n"),
+    Case("run-trailing-comments-on-some-lines",
+         run=b"1 Q0 a 1 3.0 t # best\n1 Q0 b 2 2.0 t\n1 Q0 c 3 1.0 t extra columns 7 8 9\n2 Q0 e 1 2 t\n"),
+    Case("run-extra-column-on-the-first-line-only", run=b"1 Q0 a 1 3.0 t 0.97\n1 Q0 b 2 2.0 t\n2 Q0 d 1 1 t\n"),
+    Case("run-extra-fields-then-a-5-field-line", run=b"1 Q0 a 1 3.0 t x\n1 Q0 b 2 2.0\n", kd="refuse-run", line=2),
     # --- runs trec_eval refuses: kd-eval refuses, naming the line
     # (a cut line 'qid Q0 docid' with a numeric docid also parses as MS MARCO 'qid docid rank', docid 'Q0')
     Case("run-trec-line-cut-to-3-fields", run=b"1 Q0 a 1 3.0 t\n1 Q0 7\n", kd="refuse-run", line=2),
@@ -79,8 +85,6 @@ CASES = [
          why="C atof reads 'high' as 0.0"),
     Case("run-hex-score", run=b"1 Q0 a 1 0x10 t\n", kd="refuse-run", line=1,
          why="C atof reads hex; a score is a decimal number"),
-    Case("run-7-fields", run=b"1 Q0 a 1 3.0 my tag\n", kd="refuse-run", line=1,
-         why="trec_eval ignores fields after the tag; 7 fields mean shifted columns or a tag with a space"),
     Case("run-duplicate-docid-unjudged-query", run=b"1 Q0 a 1 3.0 t\n9 Q0 a 1 2.0 t\n9 Q0 a 2 1.0 t\n",
          kd="refuse-run", line=3,
          why="trec_eval only checks the queries it evaluates; which line wins would decide the score once the query "
@@ -117,7 +121,7 @@ CASES = [
          why="trec_eval reads the BOM as part of the first qid; kd-eval drops it"),
 ]
 JAVA_REFUSES = {c.id for c in CASES if c.kd.startswith("refuse")} - {
-    "run-nan-score", "run-inf-score", "run-overflowing-score", "run-word-score", "run-hex-score", "run-7-fields",
+    "run-nan-score", "run-inf-score", "run-overflowing-score", "run-word-score", "run-hex-score",
     "run-duplicate-docid-unjudged-query", "run-not-utf8", "qrels-duplicate-unanswered-query", "qrels-word-grade",
     "qrels-fractional-grade", "qrels-not-utf8"} | {"run-msmarco-format", "qrels-blank-lines"}
 
@@ -229,6 +233,40 @@ def test_duplicate_docids_warn_or_refuse(tmp_path):
     with pytest.raises(FormatError, match=r"run\.txt:3: document 'a' listed again for query '1' \(first at line "
                                           r"1\); trec_eval refuses"):
         read_run(p, duplicates="error")
+
+
+def test_fields_after_the_tag_are_ignored_and_counted(tmp_path, caplog):
+    p = _w(tmp_path / "run.txt", "1 Q0 a 1 3.0 t # first\n1 Q0 b 2 2.0 t\n1 Q0 c 3 1.0 t 7 8\n")
+    w = RunWarnings()
+    assert read_run(p, warnings=w) == {"1": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    assert w == {"extra_fields": 2}
+    with caplog.at_level("WARNING", logger="kd_pyserini.trec_io"):  # no RunWarnings given: logged once
+        read_run(p)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: 2 lines have fields after the run tag (the sixth field); ignored, as trec_eval ignores them"]
+    # a duplicate is still refused and named by both lines, whatever the number of fields on the first
+    dup = _w(tmp_path / "dup.txt", "1 Q0 a 1 3.0 t # x\n1 Q0 a 2 2.0 t\n")
+    with pytest.raises(FormatError, match=r"dup\.txt:2: document 'a' listed again for query '1' \(first at line 1\)"):
+        read_run(dup, duplicates="error")
+    # kd-eval says so once per file, on stderr, with the count; the value is trec_eval's on the clean file
+    qp = _w(tmp_path / "qrels.txt", QRELS)
+    res = CliRunner().invoke(kd_eval, ["--qrels", str(qp), "-m", "nDCG@10", str(p), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    notices = [line for line in res.stderr.splitlines() if "after the run tag" in line]
+    assert notices == [f"kd-eval: warning: {p}: 2 lines have fields after the run tag (the sixth field); ignored, "
+                       "as trec_eval ignores them"]
+    clean = _w(tmp_path / "clean.txt", "1 Q0 a 1 3.0 t\n1 Q0 b 2 2.0 t\n1 Q0 c 3 1.0 t\n")
+    assert json.loads(res.stdout)[str(p)] == evaluate(read_run(clean), read_qrels(qp), ["nDCG@10"])
+
+
+def test_fusion_rank_column_must_be_an_integer_when_ranks_are_read(tmp_path):
+    p = _w(tmp_path / "run.txt", "1 Q0 a 1 3.0 t\n1 Q0 b x 2.0 t\n")
+    assert read_run(p) == {"1": {"a": 3.0, "b": 2.0}}  # trec_eval ignores the rank column, so does kd-eval
+    with pytest.raises(FormatError, match=r"run\.txt:2: rank 'x' is not an integer; fusion with ranks from the file"):
+        read_run(p, ranks={})
+    ranks: dict = {}
+    read_run(_w(tmp_path / "m.txt", "1\ta\t2\n1\tb\t1\n"), ranks=ranks)
+    assert ranks == {"1": {"a": 2, "b": 1}}
 
 
 def test_empty_run_is_refused(tmp_path):

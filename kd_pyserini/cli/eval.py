@@ -9,17 +9,24 @@ Usage::
     kd-eval BENCHMARK                                   # the benchmark's reproduction runs (kd_pyserini.reproduce)
 
 Options: ``--per-query``, ``--format table|markdown|json|csv``, ``--significance ttest|randomization|none``
-(each run against the FIRST), ``--significance-level 0.05`` (old spelling ``--alpha``, one more release),
+(each run against the FIRST), ``--correction holm|bonferroni|none`` (over each measure's comparisons with the first
+run; default holm), ``--significance-level 0.05`` (old spelling ``--alpha``, one more release),
 ``--permutations 10000``, ``--seed 0``.
 
 BENCHMARK is one of ``trec-dl-19`` (``dl19-passage``), ``trec-dl-20`` (``dl20``), ``msmarco-dev``
-(``msmarco-passage-dev-subset``) or ``scifact`` (``beir-v1.0.0-scifact-test``). Measures are ir_measures names
-(``nDCG@10``, ``RR(rel=2)@10``, ``R@1000``, ``AP(rel=2)``, ...; see :mod:`kd_pyserini.evaluation`).
+(``msmarco-passage-dev-subset``) or ``scifact`` (``beir-v1.0.0-scifact-test``); its official measures are the
+default, with ``Judged@10`` beside them for the pooled TREC DL qrels. Measures are ir_measures names (``nDCG@10``,
+``RR(rel=2)@10``, ``R@1000``, ``AP(rel=2)``, ``Rprec``, ``Bpref``, ``IPrec@0.5`` (``IPrec``: all 11 points),
+``NumRet``, ``NumRel``, ``NumRelRet``, ``Judged@10``, ...; see :mod:`kd_pyserini.eval_measures` and
+docs/evaluation.md).
 
 Output goes to stdout; warnings about the inputs (run queries without judgements, judged queries without results)
 go to stderr. JSON is ``{run: {measure: value}}`` (``{run: {measure: {qid: value}}}`` with ``--per-query``) keyed by
-the run path as given; CSV is long format. Whatever Java trec_eval refuses, kd-eval refuses too, with a one-line
-``Error: file:line: ...`` (exit 1): a malformed run or qrels line, a run mixing TREC and MS MARCO lines, a document
+the run path as given, plus, when runs were tested, an ``_significance`` object (baseline, test, correction, and per
+run and measure the raw and adjusted p-value and whether it is significant); CSV is long format (with ``p_value``,
+``p_adjusted``, ``correction``, ``significant`` columns when tested). Fields after the sixth of a TREC run line are
+ignored, as trec_eval ignores them, with one notice per file on stderr. Whatever Java trec_eval refuses, kd-eval
+refuses too, with a one-line ``Error: file:line: ...`` (exit 1): a malformed run or qrels line, a run mixing TREC and MS MARCO lines, a document
 listed twice for a query in a run or judged twice in the qrels, an empty run or qrels file, a run that answers none
 of the judged queries. kd-eval is stricter on purpose where trec_eval reads something silently wrong: NaN or
 infinite scores, non-numeric scores or grades, bytes that are not UTF-8 are refused; it differs on purpose in
@@ -37,8 +44,8 @@ import click
 
 from kd_pyserini.cli.options import KdCommand, measures_option
 from kd_pyserini.eval_report import FORMATS, format_comparison, simple_table
-from kd_pyserini.evaluation import (BENCHMARKS, SIGNIFICANCE_TESTS, MeasureError, compare_runs, official_measures,
-                                    parse_measures, read_run_checked, resolve_benchmark)
+from kd_pyserini.evaluation import (BENCHMARKS, CORRECTIONS, SIGNIFICANCE_TESTS, MeasureError, compare_runs,
+                                    default_measures, parse_measures, read_run_checked, resolve_benchmark)
 from kd_pyserini.trec_io import Qrels
 
 OLD_NAMES = {"--alpha": "--significance-level"}
@@ -90,7 +97,7 @@ def _split_args(args: Sequence[str], qrels_opt: str | None, measures_opt: Sequen
         if measures_opt:
             measures = [str(m) for m in parse_measures(list(measures_opt))]
         elif benchmark is not None:
-            measures = [str(m) for m in official_measures(benchmark)]
+            measures = [str(m) for m in default_measures(benchmark)]
         else:
             raise click.UsageError("give --measures (e.g. --measures nDCG@10,RR@10): there is no benchmark to take "
                                    "the official measures from")
@@ -118,17 +125,21 @@ def _split_args(args: Sequence[str], qrels_opt: str | None, measures_opt: Sequen
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--significance", type=click.Choice([*SIGNIFICANCE_TESTS, "none"]), default="ttest",
               show_default=True, help="Paired test of each run against the FIRST run, per measure.")
+@click.option("--correction", type=click.Choice(CORRECTIONS), default="holm", show_default=True,
+              help="Multiple-comparison correction of the p-values, over each measure's comparisons with the FIRST "
+                   "run (Holm-Bonferroni: as safe as Bonferroni, never less powerful; one comparison: no change).")
 @click.option("--significance-level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="Significance level for the markers (p below it is marked).")
 @click.option("--permutations", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Permutations of the randomisation test.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomisation test.")
-def main(args, qrels_opt, measures, per_query, fmt, significance, significance_level, permutations, seed):
+def main(args, qrels_opt, measures, per_query, fmt, significance, correction, significance_level, permutations, seed):
     """Evaluate RUN files on a BENCHMARK (or a QRELS file) with trec_eval -c semantics.
 
     BENCHMARK: trec-dl-19 (dl19-passage), trec-dl-20 (dl20), msmarco-dev (msmarco-passage-dev-subset),
-    scifact (beir-v1.0.0-scifact-test); its official measures are the default. Several runs give one table,
-    with significance markers against the FIRST run. Input warnings go to stderr.
+    scifact (beir-v1.0.0-scifact-test); its official measures are the default (TREC DL: with Judged@10 beside
+    them). Several runs give one table, with significance markers against the FIRST run (p-values corrected with
+    --correction). Input warnings go to stderr.
 
     \b
     Examples:
@@ -166,7 +177,7 @@ def main(args, qrels_opt, measures, per_query, fmt, significance, significance_l
         for msg in warnings.messages():
             click.echo(f"kd-eval: warning: {msg}", err=True)
     cmp = compare_runs(runs, qrels, measures, test=None if significance == "none" else significance,
-                       alpha=significance_level, n_permutations=permutations, seed=seed)
+                       alpha=significance_level, n_permutations=permutations, seed=seed, correction=correction)
     click.echo(format_comparison(cmp, fmt, per_query=per_query), nl=False)
 
 

@@ -33,7 +33,8 @@ from kd_pyserini.errors import KdError, one_line
 __all__ = ["CONTEXT_SETTINGS", "ENCODE_BATCH_SIZE", "PRECISION_CHOICES", "KdCommand", "KdGroup", "output_option",
            "hits_option", "run_tag_option", "measures_option", "query_max_length_option",
            "passage_max_length_option", "batch_size_option", "progress_option", "device_option", "precision_option",
-           "verbose_option", "compose", "HANDLED_ERRORS", "fusion_options", "parse_weights", "fusion_params"]
+           "verbose_option", "compose", "HANDLED_ERRORS", "fusion_options", "parse_weights", "fusion_params",
+           "fusion_ranks_options"]
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 #: texts per encoder forward pass, the same default on every command that encodes.
@@ -188,6 +189,25 @@ def fusion_options(method_flag: str = "--method", default_method: str = "rrf", p
                      help=f"{prefix}rrf/combsum/combmnz: one weight per run, e.g. 1,0.5."),
         click.option("--norm", type=click.Choice(list(NORMALIZATIONS)), default="minmax", show_default=True,
                      help=f"{prefix}combsum/combmnz: per-query score normalisation."),
+    )
+
+
+def fusion_ranks_options() -> Decorator:
+    """kd-fuse's ``--ranks file|score`` and ``--depth`` (:mod:`kd_pyserini.fusion_files`); both arrive as ``None``
+    when not given, so a command can tell a default from an explicit choice."""
+    from kd_pyserini.fusion_files import RANKS
+
+    return compose(
+        click.option("--ranks", type=click.Choice(RANKS), default=None,
+                     help="rrf/combsum/combmnz: where each document's rank comes from. file [default]: the rank "
+                          "column, as `python -m pyserini.fusion` (without --resort) takes it, with Pyserini's "
+                          "conventions (each input cut to its first --depth lines, fused ties by docid ascending), so "
+                          "a Pyserini user gets pyserini.fusion's run line for line and the ranks the system that "
+                          "wrote the run meant; score: re-rank each input by score in trec_eval order (ties by docid "
+                          "descending), the ranks trec_eval evaluates."),
+        click.option("--depth", type=click.IntRange(min=1), default=None,
+                     help="rrf/combsum/combmnz: documents taken from each input run per query [1000, as "
+                          "pyserini.fusion]."),
     )
 
 
