@@ -14,6 +14,11 @@ Usage::
               --measures nDCG@10,RR@10 --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard]
              [--skip-bad] [--progress/--no-progress]
     kd-train tas-b --teacher FILE --in-batch-teacher CARD (--query-clusters FILE | --cluster-encoder CARD) ...
+    kd-train export OUTPUT/best --to FOLDER [--repo-id OWNER/NAME] [--license apache-2.0]
+
+Every folder kd-train saves (``checkpoint-N/``, ``best/``, the final model) carries a Hugging Face model card,
+``README.md`` (:mod:`kd_pyserini.train.model_card`); ``export`` copies one to a folder that ``huggingface-cli upload``
+publishes as is (docs/publishing.md).
 
 ``tas-b`` is the same command with TAS-B's recipe as its defaults (Hofstätter et al., SIGIR 2021): TAS-balanced
 sampling with 10 margin bins and 2,000 query clusters, the in-batch Margin-MSE term with weight 0.75 scored by a
@@ -241,6 +246,35 @@ def tas_b_cmd(compile_: bool, progress: bool | None, measures: str, **options: A
     options["query_max_length"] = options["query_max_length"] or TAS_B_LENGTHS[0]
     options["passage_max_length"] = options["passage_max_length"] or TAS_B_LENGTHS[1]
     _run("tas-b", compile_, progress, measures, options)
+
+
+def export_model(model_dir: str, output: str, repo_id: str | None = None, name: str | None = None,
+                 license: str | None = None, overwrite: bool = False) -> str:
+    """What ``kd-train export`` does (see :func:`kd_pyserini.train.model_card.export_student`); returns the line it
+    prints."""
+    from kd_pyserini.train.model_card import export_student
+
+    out = export_student(model_dir, output, repo_id=repo_id, name=name, license=license, overwrite=overwrite)
+    return (f"exported {model_dir} to {out} (model.safetensors, tokenizer, README.md model card, kd card); publish "
+            f"with: huggingface-cli upload {repo_id or 'OWNER/NAME'} {out} .")
+
+
+@main.command("export", cls=KdCommand)
+@click.argument("model_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--to", "-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Folder to write (new or empty): what 'huggingface-cli upload REPO FOLDER' publishes as is.")
+@click.option("--repo-id", default=None, metavar="OWNER/NAME",
+              help="The hub id it will be published as (named in the model card's examples and the kd card).")
+@click.option("--name", default=None, help="The model's name in its cards [the repo id's name, else the run's].")
+@click.option("--license", "license_", default=None, metavar="ID",
+              help="License identifier for the model card (e.g. apache-2.0) [left out].")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --to folder.")
+def export_cmd(model_dir: str, output: str, repo_id: str | None, name: str | None, license_: str | None,
+               overwrite: bool) -> None:
+    """Export a trained student (DIR: a kd-train output folder, checkpoint-N or best/) for the Hugging Face hub:
+    safetensors weights, tokenizer, a README.md model card (architecture, training, measured validation figures,
+    the command that reproduces it, citations) and the kd card."""
+    click.echo(export_model(model_dir, output, repo_id=repo_id, name=name, license=license_, overwrite=overwrite))
 
 
 if __name__ == "__main__":

@@ -47,10 +47,16 @@ what handles each:
 12. Anserini 2.3's Java registries ``Topics.get`` / ``Qrels.get`` fetch castorini/eval's JSON with no cache
     (documented only: Pyserini 2.x never uses them; ``local_files.seed_anserini_cache`` helps Java-only consumers
     on 1.6).
+13. String encoders (``faiss_encoders``, both lines): ``FaissSearcher._init_encoder_from_str`` (1.6
+    ``search/faiss/_searcher.py:350``, 2.4 ``:353``) never reaches kd_pyserini's encoders; patched so kd cards,
+    students and kd indexes resolve there (Pyserini's own strings unchanged).
+14. Servers, 2.x only (``server``): ``server/config.py`` ``_parse_indexes`` (kd dense entries completed from their
+    metadata) and ``server/backend.py`` ``SharedSearchBackend`` (configured aliases opened without
+    ``--no-prebuilt-indexes`` too, ``backend.py:386``; open failures logged). 1.6 has no ``server`` package.
 
 Modules: :mod:`.version` (1-3), :mod:`.local_files` (6, 8, local folders and registry), :mod:`.metadata` (4, 5:
 offline metadata and the one warning), :mod:`.topics_and_qrels` (5, 7, 11), :mod:`.import_hook` (the hook and
-:func:`install_local_topics_and_qrels`), :mod:`.encoders` (9, 10).
+:func:`install_local_topics_and_qrels`), :mod:`.encoders` (9, 10), :mod:`.faiss_encoders` (13), :mod:`.server` (14).
 """
 
 from __future__ import annotations

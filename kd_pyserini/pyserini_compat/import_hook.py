@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kd_pyserini.pyserini_compat.faiss_encoders import patch_faiss_searcher
 from kd_pyserini.pyserini_compat.local_files import local_topics_and_qrels_dirs, register_local
 from kd_pyserini.pyserini_compat.metadata import (MetadataOpener, drop_placeholders, import_time_keys,
                                                    prebuilt_fallback)
+from kd_pyserini.pyserini_compat.server import patch_server_backend, patch_server_config
 from kd_pyserini.pyserini_compat.topics_and_qrels import patch_base_1x, patch_base_2x
 from kd_pyserini.pyserini_compat.version import is_pyserini2
 
@@ -58,6 +60,21 @@ def _exec_prebuilt_index_info(loader: Any, module: Any) -> None:
     drop_placeholders(module)
 
 
+def _exec_faiss_searcher(loader: Any, module: Any) -> None:
+    loader.exec_module(module)
+    patch_faiss_searcher(module)
+
+
+def _exec_server_config(loader: Any, module: Any) -> None:
+    loader.exec_module(module)
+    patch_server_config(module)
+
+
+def _exec_server_backend(loader: Any, module: Any) -> None:
+    loader.exec_module(module)
+    patch_server_backend(module)
+
+
 def _exec_search_base(loader: Any, module: Any) -> None:
     loader.exec_module(module)
     (patch_base_2x if is_pyserini2() else patch_base_1x)(module)
@@ -65,9 +82,18 @@ def _exec_search_base(loader: Any, module: Any) -> None:
 
 _HOOKS: dict[str, Callable[[Any, Any], None]] = {
     "pyserini.search._base": _exec_search_base,
+    "pyserini.search.faiss._searcher": _exec_faiss_searcher,
 }
 _HOOKS_2X: dict[str, Callable[[Any, Any], None]] = {
     "pyserini.prebuilt_index_info": _exec_prebuilt_index_info,
+    "pyserini.server.config": _exec_server_config,
+    "pyserini.server.backend": _exec_server_backend,
+}
+#: what to patch in place in a module imported before the hook was installed
+_IN_PLACE: dict[str, Callable[[Any], None]] = {
+    "pyserini.search.faiss._searcher": patch_faiss_searcher,
+    "pyserini.server.config": patch_server_config,
+    "pyserini.server.backend": patch_server_backend,
 }
 
 
@@ -131,6 +157,10 @@ def prepare_import() -> None:
     base = sys.modules.get("pyserini.search._base")
     if base is not None:
         (patch_base_2x if is_pyserini2() else patch_base_1x)(base)
+    for name, patch in _IN_PLACE.items():  # string encoders, kd indexes behind the servers
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            patch(loaded)
     pii = sys.modules.get("pyserini.prebuilt_index_info")
     if pii is not None and is_pyserini2() and not isinstance(getattr(pii, "urlopen", None), MetadataOpener):
         pii.urlopen = MetadataOpener(pii.urlopen, prebuilt_fallback(set()))

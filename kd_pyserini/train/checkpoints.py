@@ -286,6 +286,7 @@ def write_dir(final: Path, write: Callable[[Path], None], previous: Path | None,
         shutil.rmtree(tmp)
     try:
         write(tmp)
+        _add_model_card(tmp, final, into)
         if into:
             for f in tmp.iterdir():
                 os.replace(f, final / f.name)
@@ -306,6 +307,24 @@ def write_dir(final: Path, write: Callable[[Path], None], previous: Path | None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _add_model_card(tmp: Path, final: Path, into: bool) -> None:
+    """A model folder (one with ``kd_pyserini_train.json``) gets its Hugging Face model card, ``README.md``
+    (:mod:`kd_pyserini.train.model_card`). A card that cannot be made from what the run recorded is a warning, never
+    a lost checkpoint; a failed write (a full disk) is the checkpoint's write error."""
+    from kd_pyserini.train.model_card import TRAIN_INFO, write_model_card
+
+    if not (tmp / TRAIN_INFO).is_file():
+        return
+    run = final if into else final.parent
+    name = run.resolve().name if into else f"{run.resolve().name}-{final.name}"
+    try:
+        write_model_card(tmp, run_dir=run, name=name)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the card is documentation: the weights must still be saved)
+        log.warning("no model card (README.md) for %s: %s", final, one_line(e))
 
 
 def prune(output: Path, limit: int | None, protect: Iterable[Path] = ()) -> None:
