@@ -21,6 +21,7 @@ import torch
 
 from kd_pyserini import get_document_encoder, get_query_encoder
 from kd_pyserini import encoding as E
+from kd_pyserini.encoding import int8 as int8_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,7 +147,9 @@ def test_int8_query_cosine_minilm():
     q32 = get_query_encoder("all-minilm-l6-v2", device="cpu")
     q8 = get_query_encoder("all-minilm-l6-v2", precision="int8")  # device=None: int8 means the CPU
     assert q8.encoder.device.type == "cpu"
-    assert not any(type(m) in (torch.nn.Linear, E._FastLinear) for m in q8.encoder.model.modules())
+    float_linears = [m for m in q8.encoder.model.modules() if type(m) in (torch.nn.Linear, E._FastLinear)]
+    assert float_linears and all(m.in_features > m.out_features for m in float_linears)  # only the down-projections
+    assert sum(type(m) is int8_module._Int8Linear for m in q8.encoder.model.modules()) == 6 * 4 + 6 + 1
     a = np.stack([q32.encode(q) for q in QUERIES])
     b = np.stack([q8.encode(q) for q in QUERIES])
     assert b.dtype == np.float32 and b.shape == a.shape
@@ -156,6 +159,44 @@ def test_int8_query_cosine_minilm():
     d32 = get_document_encoder("all-minilm-l6-v2", device="cpu").encode(PASSAGES)
     d8 = get_document_encoder("all-minilm-l6-v2", device="cpu", precision="int8").encode(PASSAGES)
     assert _cos(d32, d8).min() >= 0.98
+
+
+_AVX2_SCRIPT = r"""
+import json, sys, warnings
+import numpy as np
+import torch
+warnings.simplefilter("ignore")
+torch.set_num_threads(int(sys.argv[2]))  # the parent's: int8 rounding may flip with a float sum's order
+from kd_pyserini import get_query_encoder
+from kd_pyserini.encoding.int8 import int8_full_range, int8_recipe
+q8 = get_query_encoder("all-minilm-l6-v2", precision="int8")
+print(json.dumps({"full_range": int8_full_range(), "recipe": int8_recipe(q8.encoder.model),
+                  "vectors": np.stack([q8.encode(q) for q in json.loads(sys.argv[1])]).tolist()}))
+"""
+
+
+def test_int8_on_avx2_kernels_is_faithful_and_machine_independent(monkeypatch):
+    """fbgemm restricted to its AVX2 kernels (as on an AMD EPYC without VNNI), in a child process: the probe finds
+    the int16-pair saturation, 7-bit weights are chosen, and the query vectors (a) stay within cosine 0.99 of fp32
+    and (b) equal this process's 7-bit-weight vectors, whatever this CPU has: no sum saturated there."""
+    import json
+    import subprocess
+
+    from kd_pyserini.encoding.int8 import int8_recipe
+
+    env = dict(__import__("os").environ, FBGEMM_ENABLE_INSTRUCTIONS="AVX2")  # fbgemm's own ISA switch
+    out = subprocess.run([sys.executable, "-c", _AVX2_SCRIPT, json.dumps(QUERIES), str(torch.get_num_threads())],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["full_range"] is False and "7-bit" in got["recipe"]
+    avx2 = np.asarray(got["vectors"], dtype=np.float32)
+    a = np.stack([get_query_encoder("all-minilm-l6-v2", device="cpu").encode(q) for q in QUERIES])
+    assert _cos(a, avx2).min() >= 0.99
+    monkeypatch.setattr(int8_module, "int8_full_range", lambda: False)  # the weight range AVX2 gets
+    seven = get_query_encoder("all-minilm-l6-v2", precision="int8")
+    assert "7-bit" in int8_recipe(seven.encoder.model)
+    np.testing.assert_allclose(np.stack([seven.encode(q) for q in QUERIES]), avx2, atol=1e-5)
 
 
 def test_int8_query_cosine_tiny(tiny_distilbert_dir):
@@ -257,3 +298,43 @@ def test_bench_run_all_quick_writes_json_with_ratios(data_dir, tmp_path, monkeyp
     table = run_all.format_result(report["benchmarks"]["queries"])
     assert "single-query p50" in table and "x" in table
     assert "tools.bench" in sys.modules
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seven_bit_weights", [False, True], ids=["8-bit-weights", "7-bit-weights-avx2"])
+def test_int8_queries_keep_the_dl19_ranking(data_dir, seven_bit_weights, monkeypatch, dl19_minilm_passages):
+    """The fast query path is judged by ranking, not by a cosine floor: re-ranking DL19's BM25 top 100 with
+    all-MiniLM-L6-v2 (fp32 passages), int8 queries keep nDCG@10 within 0.003 of fp32 queries, with either weight
+    range (the one AVX2 kernels get is forced here, so every machine checks both)."""
+    from kd_pyserini.evaluation import evaluate
+    from kd_pyserini.trec_io import read_qrels
+
+    top, pids, vectors = dl19_minilm_passages
+    row = {p: i for i, p in enumerate(pids)}
+    qrels = read_qrels(data_dir / "topics-and-qrels" / "qrels.dl19-passage.txt")
+
+    def ndcg10(encoder) -> float:
+        run = {}
+        for qid, lst in top.lists.items():
+            scores = vectors[[row[p] for p in lst]] @ encoder.encode(top.queries[qid])
+            run[qid] = {p: float(s) for p, s in zip(lst, scores)}
+        return evaluate(run, qrels, "nDCG@10")["nDCG@10"]
+
+    fp32 = ndcg10(get_query_encoder("all-minilm-l6-v2", device="cpu"))
+    monkeypatch.setattr(int8_module, "int8_full_range", lambda: not seven_bit_weights)
+    q8 = get_query_encoder("all-minilm-l6-v2", precision="int8")
+    assert ("7-bit" in int8_module.int8_recipe(q8.encoder.model)) == seven_bit_weights
+    assert 0.5 < fp32 < 0.8  # a real ranking (MiniLM re-ranks DL19's BM25 top 100 at about 0.64)
+    assert abs(ndcg10(q8) - fp32) <= 0.003
+
+
+@pytest.fixture(scope="module")
+def dl19_minilm_passages(data_dir):
+    """DL19's BM25 top-100 candidates and their all-MiniLM-L6-v2 fp32 passage vectors (encoded once)."""
+    from kd_pyserini.candidates import read_top1000
+
+    top = read_top1000(data_dir / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz")
+    pids = sorted(top.passages)
+    vectors = get_document_encoder("all-minilm-l6-v2", device="cpu", batch_size=64).encode(
+        [top.passages[p] for p in pids])
+    return top, pids, vectors
