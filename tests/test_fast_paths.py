@@ -329,12 +329,29 @@ def test_int8_queries_keep_the_dl19_ranking(data_dir, seven_bit_weights, monkeyp
 
 
 @pytest.fixture(scope="module")
-def dl19_minilm_passages(data_dir):
-    """DL19's BM25 top-100 candidates and their all-MiniLM-L6-v2 fp32 passage vectors (encoded once)."""
+def dl19_minilm_passages(data_dir, test_cache):
+    """DL19's BM25 top-100 candidates and their all-MiniLM-L6-v2 fp32 passage vectors (encoded once; kept in the test
+    cache under the candidate file's SHA-256, so CI's second leg reads them)."""
+    import hashlib
+    import os
+
     from kd_pyserini.candidates import read_top1000
 
-    top = read_top1000(data_dir / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz")
+    path = data_dir / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz"
+    top = read_top1000(path)
     pids = sorted(top.passages)
+    key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    cached = test_cache / f"dl19-bm25-top100.all-minilm-l6-v2.fp32.{key}.npy"
+    if cached.is_file():
+        vectors = np.load(cached)
+        assert vectors.shape == (len(pids), 384)
+        spot = [0, len(pids) // 2, len(pids) - 1]  # a reused file must still be these passages' fp32 vectors
+        again = get_document_encoder("all-minilm-l6-v2", device="cpu").encode([top.passages[pids[i]] for i in spot])
+        assert _cos(again, vectors[spot]).min() > 0.9999
+        return top, pids, vectors
     vectors = get_document_encoder("all-minilm-l6-v2", device="cpu", batch_size=64).encode(
         [top.passages[p] for p in pids])
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, cached)
     return top, pids, vectors
