@@ -6,10 +6,17 @@ Cards are small TOML files in the top-level ``encoders/`` folder, shipped in the
 own card as ``kd_pyserini_card.toml`` (``kd-train`` writes one); a directory without one gets CLS pooling and dot
 product, and :attr:`EncoderCard.note` says so.
 
-Re-rankers (cross-encoders, ``kind = "cross-encoder"`` in their TOML) have their own card type,
-:class:`CrossEncoderCard`, resolved by :func:`get_cross_encoder_card` (listed by :func:`list_cross_encoder_cards`);
-:func:`get_card` and :func:`list_cards` stay bi-encoder only. :func:`resolve_any_card` takes either kind (a teacher
-may be a cross-encoder or a bi-encoder).
+Re-rankers have their own card types, one per kind (:data:`RERANKER_CARD_KINDS`, the one place that lists the kinds;
+:data:`kd_pyserini.encoding.rerankers.RERANKER_KINDS` maps each to its constructor), after the model family of
+Hofstätter et al. 2020 (arXiv 2010.02666):
+
+* ``cross-encoder`` (BERT_CAT): :class:`CrossEncoderCard`, resolved by :func:`get_cross_encoder_card`;
+* ``late-interaction`` (ColBERT, Khattab & Zaharia 2020): :class:`ColBERTCard`;
+* ``split`` (PreTTR, MacAvaney et al. 2020): :class:`PreTTRCard`.
+
+:func:`get_reranker_card` resolves any re-ranker kind (card name, hub id, or a folder recognised by its own card or its
+``config.json``); :func:`get_card` and :func:`list_cards` stay bi-encoder only. :func:`resolve_any_card` takes every
+kind (a teacher may be any of them).
 """
 
 from __future__ import annotations
@@ -21,22 +28,22 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from kd_pyserini.card_kinds import (CARD_FILENAME, CARD_KINDS, RERANKER_CARD_KINDS, TOKEN_CARD_TYPES, ColBERTCard,
+                                    PreTTRCard, TokenInteractionCard, list_token_cards, model_location, read_json,
+                                    token_card_for_directory, token_directory_kind, token_lookup)
 from kd_pyserini.errors import KdError
 
 __all__ = ["EncoderCard", "UnknownEncoderError", "get_card", "list_cards", "CARD_FILENAME", "write_card",
            "CARD_KINDS", "CROSS_ENCODER_FAMILIES", "CrossEncoderCard", "UnknownRerankerError",
-           "get_cross_encoder_card", "list_cross_encoder_cards", "resolve_any_card"]
+           "get_cross_encoder_card", "list_cross_encoder_cards", "resolve_any_card", "RERANKER_CARD_KINDS",
+           "ColBERTCard", "PreTTRCard", "RerankerCard", "get_reranker_card", "list_reranker_cards"]
 
 log = logging.getLogger(__name__)
-CARD_FILENAME = "kd_pyserini_card.toml"
 POOLINGS = ("cls", "mean")
 SIMILARITIES = ("dot", "cosine")
-#: ``kind`` of a card TOML: bi-encoders (:class:`EncoderCard`, the default) and re-rankers (:class:`CrossEncoderCard`).
-CARD_KINDS = ("bi-encoder", "cross-encoder")
 
 
 class UnknownEncoderError(KdError, ValueError):
@@ -92,14 +99,7 @@ class EncoderCard:
 
     def model_location(self) -> str:
         """Where to load the weights from: an installed package's folder if any, else ``model_id``."""
-        if self.local_package and find_spec(self.local_package) is not None:
-            import importlib
-
-            mod = importlib.import_module(self.local_package)
-            path = mod.get_model_path() if hasattr(mod, "get_model_path") else Path(mod.__file__).parent / "model"
-            if Path(path).is_dir():
-                return str(path)
-        return self.model_id
+        return model_location(self)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (what run sidecars and index metadata record)."""
@@ -197,8 +197,8 @@ def get_card(name_or_path: str | EncoderCard) -> EncoderCard:
     path = Path(name).expanduser()
     if path.is_dir():
         if _never_a_bi_encoder(path):
-            raise UnknownEncoderError(f"{path} holds a cross-encoder (re-ranker), not a bi-encoder: use it with "
-                                      "'kd-search --reranker' or 'kd-teacher score --teacher'")
+            raise UnknownEncoderError(f"{path} holds a re-ranker ({_reranker_directory_kind(path)}), not a "
+                                      "bi-encoder: use it with 'kd-search --reranker' or 'kd-teacher score --teacher'")
         card = _card_for_directory(path)
         if card.note:
             log.warning(card.note)
@@ -206,9 +206,9 @@ def get_card(name_or_path: str | EncoderCard) -> EncoderCard:
     if _looks_like_path(name):
         raise FileNotFoundError(f"model directory {name} does not exist; fix the path, or use one of the encoder "
                                 f"names: {', '.join(_known_names())}")
-    cross = _cross_lookup(name)
+    cross = _reranker_lookup(name)
     if cross is not None:
-        raise UnknownEncoderError(f"{name!r} is a cross-encoder (re-ranker) card, not a bi-encoder: use it with "
+        raise UnknownEncoderError(f"{name!r} is a {cross.kind} (re-ranker) card, not a bi-encoder: use it with "
                                   "'kd-search --reranker' or 'kd-teacher score --teacher'")
     if name.count("/") == 1 and " " not in name:
         return EncoderCard(name=name, model_id=name,
@@ -328,14 +328,6 @@ def _cross_lookup(name: str) -> CrossEncoderCard | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _cross_encoder_directory(path: Path) -> str | None:
     """The cross-encoder family of a model folder (its own card, a BERT_Cat or a one-label sequence-classification
     config), or ``None`` when the folder does not look like a re-ranker."""
@@ -345,7 +337,7 @@ def _cross_encoder_directory(path: Path) -> str | None:
         if data.get("kind") == "cross-encoder":
             return data.get("family", "sequence-classification")
         return None
-    cfg = _read_json(path / "config.json")
+    cfg = read_json(path / "config.json")
     if str(cfg.get("model_type", "")).lower() == "bert_cat":
         return "bert-cat"
     if any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or ()):
@@ -354,11 +346,13 @@ def _cross_encoder_directory(path: Path) -> str | None:
 
 
 def _never_a_bi_encoder(path: Path) -> bool:
-    """A folder that cannot be read as a bi-encoder: a BERT_Cat checkpoint, or a card saying ``cross-encoder``."""
+    """A folder that cannot be read as a bi-encoder: a BERT_Cat, ColBERT or PreTTR checkpoint, or a card saying a
+    re-ranker kind."""
     own = path / CARD_FILENAME
     if own.is_file():
-        return tomllib.loads(own.read_text(encoding="utf-8")).get("kind") == "cross-encoder"
-    return str(_read_json(path / "config.json").get("model_type", "")).lower() == "bert_cat"
+        return tomllib.loads(own.read_text(encoding="utf-8")).get("kind") in RERANKER_CARD_KINDS
+    return str(read_json(path / "config.json").get("model_type", "")).lower() == "bert_cat" or \
+        _reranker_directory_kind(path) in ("late-interaction", "split")
 
 
 def _cross_card_for_directory(path: Path, family: str) -> CrossEncoderCard:
@@ -367,7 +361,7 @@ def _cross_card_for_directory(path: Path, family: str) -> CrossEncoderCard:
         data = tomllib.loads(own.read_text(encoding="utf-8"))
         data.setdefault("name", path.name)
         return _cross_from_mapping(data, model_id=str(path))
-    cfg = _read_json(path / "config.json")
+    cfg = read_json(path / "config.json")
     limit = int(cfg.get("max_position_embeddings") or 512)
     if family == "bert-cat":
         base = str(cfg.get("bert_model") or "")
@@ -376,7 +370,7 @@ def _cross_card_for_directory(path: Path, family: str) -> CrossEncoderCard:
                                 note=f"no kd_pyserini card in {path}: BERT_Cat checkpoint, pairs cut at "
                                      f"{min(512, limit)} tokens; add a kd_pyserini_card.toml (kind = "
                                      "\"cross-encoder\", max_length = ...) to change that")
-    st = _read_json(path / "sentence_bert_config.json")
+    st = read_json(path / "sentence_bert_config.json")
     max_length = int(st.get("max_seq_length") or min(512, limit))
     return CrossEncoderCard(name=path.name, model_id=str(path), family=family, max_length=max_length,
                             architecture=cfg.get("model_type"),
@@ -408,6 +402,11 @@ def get_cross_encoder_card(name_or_path: str | CrossEncoderCard) -> CrossEncoder
     if card is not None:
         return card
     path = Path(name).expanduser()
+    if token_lookup(name) is not None or (path.is_dir() and
+                                           _reranker_directory_kind(path) in ("late-interaction", "split")):
+        kind = token_lookup(name).kind if token_lookup(name) else _reranker_directory_kind(path)
+        raise UnknownRerankerError(f"{name!r} is a {kind} re-ranker, not a cross-encoder: build it with "
+                                   "kd_pyserini.encoding.rerankers.load_reranker (cards: get_reranker_card)")
     if path.is_dir():
         family = _cross_encoder_directory(path)
         if family is None:
@@ -432,26 +431,78 @@ def get_cross_encoder_card(name_or_path: str | CrossEncoderCard) -> CrossEncoder
                                "(or give a Hugging Face hub id 'owner/model' or a local model directory)")
 
 
-def resolve_any_card(name_or_path: str | EncoderCard | CrossEncoderCard) -> EncoderCard | CrossEncoderCard:
-    """A card of either kind: re-ranker cards and folders first, then bi-encoder cards and folders; an unknown hub
+def resolve_any_card(name_or_path: str | EncoderCard | CrossEncoderCard | TokenInteractionCard) -> Any:
+    """A card of any kind: re-ranker cards and folders first, then bi-encoder cards and folders; an unknown hub
     id is taken as a cross-encoder (what a distillation teacher usually is).
 
     Raises:
         UnknownEncoderError: neither kind knows the name (the message lists both kinds' names).
     """
-    if isinstance(name_or_path, (EncoderCard, CrossEncoderCard)):
+    if isinstance(name_or_path, (EncoderCard, CrossEncoderCard, TokenInteractionCard)):
         return name_or_path
     name = str(name_or_path)
-    card: EncoderCard | CrossEncoderCard | None = _cross_lookup(name) or _lookup(name)
+    card: Any = _reranker_lookup(name) or _lookup(name)
     if card is not None:
         return card
     path = Path(name).expanduser()
     if path.is_dir():
-        return get_cross_encoder_card(name) if _cross_encoder_directory(path) else get_card(name)
+        return get_reranker_card(name) if _reranker_directory_kind(path) else get_card(name)
     if _looks_like_path(name):
         raise FileNotFoundError(f"model directory {name} does not exist; fix the path, or use a card name: "
-                                f"{', '.join(_known_names() + _known_cross_names())}")
+                                f"{', '.join(_known_names() + _known_reranker_names())}")
     if name.count("/") == 1 and " " not in name:
         return get_cross_encoder_card(name)
-    raise UnknownEncoderError(f"unknown model {name!r}; re-rankers: {', '.join(_known_cross_names())}; bi-encoders: "
+    raise UnknownEncoderError(f"unknown model {name!r}; re-rankers: {', '.join(_known_reranker_names())}; bi-encoders: "
                               f"{', '.join(_known_names())} (or a hub id 'owner/model' or a local model directory)")
+
+
+#: a card of any re-ranker kind.
+RerankerCard = CrossEncoderCard | ColBERTCard | PreTTRCard
+
+
+def list_reranker_cards() -> dict[str, Any]:
+    """All shipped re-ranker cards of every kind, by name."""
+    return {**list_cross_encoder_cards(), **list_token_cards()}
+
+
+def _reranker_lookup(name: str) -> Any:
+    return _cross_lookup(name) or token_lookup(name)
+
+
+def _known_reranker_names() -> list[str]:
+    return sorted(c.name + (f" ({', '.join(c.aliases)})" if c.aliases else "")
+                  for c in list_reranker_cards().values())
+
+
+def _reranker_directory_kind(path: Path) -> str | None:
+    """The re-ranker kind of a model folder (:func:`~kd_pyserini.card_kinds.token_directory_kind`, else a
+    cross-encoder config or card), ``None`` for anything else."""
+    return token_directory_kind(path) or ("cross-encoder" if _cross_encoder_directory(path) else None)
+
+
+def get_reranker_card(name_or_path: str | Any) -> Any:
+    """Resolve a re-ranker of any kind (:data:`RERANKER_CARD_KINDS`): card name or alias, hub id or local folder.
+
+    A folder saved in a hub layout is recognised by its ``config.json`` (:func:`_reranker_directory_kind`); an
+    unknown hub id is taken as a cross-encoder (:func:`get_cross_encoder_card`).
+
+    Raises:
+        UnknownRerankerError: a bi-encoder, or a name that is none of the above. FileNotFoundError: a missing path.
+    """
+    if isinstance(name_or_path, (CrossEncoderCard, TokenInteractionCard)):
+        return name_or_path
+    if isinstance(name_or_path, EncoderCard):
+        raise UnknownRerankerError(f"{name_or_path.name} is a bi-encoder card, not a re-ranker")
+    name = str(name_or_path)
+    card = _reranker_lookup(name)
+    if card is not None:
+        return card
+    path = Path(name).expanduser()
+    if path.is_dir():
+        kind = _reranker_directory_kind(path)
+        if kind in TOKEN_CARD_TYPES:
+            card = token_card_for_directory(path, kind)
+            if card.note:
+                log.warning(card.note)
+            return card
+    return get_cross_encoder_card(name)

@@ -20,7 +20,8 @@ import torch
 
 from kd_pyserini.cards import (UnknownEncoderError, UnknownRerankerError, get_card,
                                get_cross_encoder_card, list_cards, list_cross_encoder_cards, resolve_any_card)
-from kd_pyserini.encoding.cross_encoder import CrossEncoder, hit_text, rerank_hits
+from kd_pyserini.encoding.cross_encoder import CrossEncoder
+from kd_pyserini.encoding.hits import hit_text, rerank_hits
 from kd_pyserini.encoding.loading import ModelLoadError
 
 SEED_SCALE = 0.3  # initializer_range: large enough that random models give well-spread scores

@@ -345,3 +345,105 @@ def test_minilm_cut_to_three_layers_saves_and_reloads(tmp_path, minilm_dir, monk
     np.testing.assert_allclose(qenc.encode(texts[0]), want[0], atol=1e-5)  # oneDNN linear: float rounding only
     monkeypatch.setenv("KD_PYSERINI_FAST_LINEAR", "0")  # the plain torch linear layers: bit-identical vectors
     assert np.array_equal(TextEncoder(str(out), device="cpu").embed(texts, 30), want)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ColBERT / PreTTR in-batch teachers and the scale check
+# ------------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def colbert_hub(tmp_path_factory, tiny_distilbert_dir, bert_vocab) -> Path:
+    from test_colbert import build_colbert
+
+    return build_colbert(tmp_path_factory.mktemp("inb-colbert") / "colbert", tiny_distilbert_dir, bert_vocab)
+
+
+@pytest.fixture(scope="module")
+def colbert_batch(tiny_distilbert_dir, triples):
+    _, stok = BertDotStudent.from_card(resolve_student_card(str(tiny_distilbert_dir)))
+    return Collator(stok, 30, 200, passage_buckets=2)(triples)
+
+
+@pytest.fixture(scope="module")
+def colbert_full_matrix(colbert_hub, bert_vocab, colbert_batch) -> np.ndarray:
+    """Q x P separate forwards of the notebook's ColBERT over the batch's unique texts (nothing cut)."""
+    from test_colbert import reference_colbert, reference_scores
+
+    model, tok = reference_colbert(colbert_hub, bert_vocab)
+    return reference_scores(model, tok, colbert_batch.q_texts, colbert_batch.p_texts)
+
+
+def _load_colbert_teacher(path: Path, **kw):
+    # lengths raised so nothing is cut: the notebook's forward cuts nothing
+    return load_in_batch_teacher(str(path), device="cpu", precision="fp32", query_max_length=64,
+                                 passage_max_length=400, **kw)
+
+
+def test_colbert_teacher_is_q_times_p_maxsim_at_q_plus_p_passes(colbert_hub, colbert_batch, colbert_full_matrix):
+    teacher = _load_colbert_teacher(colbert_hub, scale=0.5)
+    assert teacher.kind == "late-interaction" and teacher.key()["query_mask_tokens"] == 8
+    rows: list[int] = []
+    enc = teacher.scorer.encoder
+    enc.model.bert_model.register_forward_hook(lambda m, a, kw, out: rows.append(int(kw["input_ids"].shape[0])),
+                                               with_kwargs=True)
+    got = teacher.scores(colbert_batch)
+    want = 0.5 * torch.from_numpy(colbert_full_matrix)[colbert_batch.q_index]
+    assert colbert_full_matrix.std() > 0.1
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4), (got - want).abs().max()
+    q, p = len(colbert_batch.q_texts), len(colbert_batch.p_texts)
+    assert sum(rows) == q + p and q * p > q + p  # each text once: Q + P encoder passes, not Q x P
+
+
+def test_prettr_teacher_scores_every_pair(tmp_path, bert_vocab, colbert_batch):
+    from test_colbert import tokenizer_of
+    from test_prettr import build_prettr, prettr_reference_scores, reference_prettr
+
+    d = build_prettr(tmp_path / "prettr", bert_vocab)
+    teacher = load_in_batch_teacher(str(d), device="cpu", precision="fp32", query_max_length=64,
+                                    passage_max_length=400)
+    assert teacher.kind == "split"
+    got = teacher.scores(colbert_batch)
+    ref = prettr_reference_scores(reference_prettr(d), tokenizer_of(bert_vocab), colbert_batch.q_texts,
+                                  colbert_batch.p_texts)
+    assert torch.allclose(got, torch.from_numpy(ref)[colbert_batch.q_index], rtol=1e-5, atol=1e-4)
+
+
+def _margins(mat: np.ndarray, batch) -> tuple[np.ndarray, np.ndarray]:
+    qi = batch.q_index.numpy()
+    inb = mat[qi, batch.pos_index.numpy()] - mat[qi, batch.neg_index.numpy()]
+    return inb.astype(np.float64), (batch.pos_scores - batch.neg_scores).double().numpy()
+
+
+def test_scale_check_warns_once_and_auto_fits(colbert_hub, colbert_batch, colbert_full_matrix, caplog):
+    from kd_pyserini.train.in_batch_teacher import fit_margin_scale
+
+    a, b = _margins(colbert_full_matrix, colbert_batch)
+    s_star = float((a * b).sum() / (a * a).sum())  # least squares through 0, by hand
+    assert s_star > 0
+    fit = fit_margin_scale(a, b)
+    assert fit.triples == len(a) and fit.scale == pytest.approx(s_star, rel=1e-9)
+
+    far = s_star * 10  # a fixed scale 10x too large: one warning, naming the factor and the scale that fits
+    teacher = _load_colbert_teacher(colbert_hub, scale=far, calibration_triples=5)
+    with caplog.at_level("WARNING", logger="kd_pyserini.train.in_batch_teacher"):
+        teacher.scores(colbert_batch)
+        teacher.scores(colbert_batch)
+    warned = [r.getMessage() for r in caplog.records if "would match" in r.getMessage()]
+    assert len(warned) == 1 and "10.0x larger" in warned[0] and f"{s_star:.4g}" in warned[0]
+    caplog.clear()
+    near = _load_colbert_teacher(colbert_hub, scale=s_star * 1.5, calibration_triples=5)
+    with caplog.at_level("WARNING", logger="kd_pyserini.train.in_batch_teacher"):
+        near.scores(colbert_batch)
+    assert not [r for r in caplog.records if "would match" in r.getMessage()]  # within a factor of 2: quiet
+
+    auto = _load_colbert_teacher(colbert_hub, scale="auto", calibration_triples=5)
+    assert auto.key()["scale"] == "auto" and auto.scale is None
+    got = auto.scores(colbert_batch)
+    assert auto.scale == pytest.approx(s_star, rel=1e-4)
+    want = s_star * torch.from_numpy(colbert_full_matrix)[colbert_batch.q_index]
+    assert torch.allclose(got, want.float(), rtol=1e-4, atol=1e-3)
+    auto.restore_scale(2.0)  # a resumed run restores the fitted scale
+    assert auto.scale == 2.0 and torch.allclose(auto.scores(colbert_batch), 2.0 / s_star * want.float(),
+                                                rtol=1e-4, atol=1e-3)
+    with pytest.raises(InBatchTeacherError, match="no positive scale"):
+        fit_margin_scale(a, -b)

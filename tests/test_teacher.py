@@ -317,3 +317,36 @@ def test_help_uses_the_house_vocabulary():
         assert option in res.stdout, option
     res = _run([*TEACHER, "--help"], env={**os.environ, **NO_JVM})
     assert all(c in res.stdout for c in ("score", "mine", "merge"))
+
+
+# ------------------------------------------------------------------------------------------------ ColBERT / PreTTR
+
+def test_colbert_and_prettr_teachers_write_the_notebooks_scores(text_triples, tiny_distilbert_dir, bert_vocab,
+                                                                 tmp_path):
+    """kd-teacher score with a ColBERT and a PreTTR teacher (hub layouts), alone and as a mean ensemble: the scores
+    are the authors' notebook forwards (lengths raised so that nothing is cut: the notebooks cut nothing)."""
+    from test_colbert import build_colbert, reference_colbert, reference_scores, tokenizer_of
+    from test_prettr import build_prettr, prettr_reference_scores, reference_prettr
+
+    colbert = build_colbert(tmp_path / "colbert", tiny_distilbert_dir, bert_vocab)
+    prettr = build_prettr(tmp_path / "prettr", bert_vocab)
+    triples = [line.split("\t") for line in text_triples.read_text(encoding="utf-8").splitlines()]
+    qs = [t[0] for t in triples]
+    pos, neg = [t[1] for t in triples], [t[2] for t in triples]
+    tok = tokenizer_of(bert_vocab)
+    cm, _ = reference_colbert(colbert, bert_vocab)
+    pm = reference_prettr(prettr)
+    ref_c = np.array([reference_scores(cm, tok, [q], [p, n])[0] for q, p, n in zip(qs, pos, neg)])
+    ref_p = np.array([prettr_reference_scores(pm, tok, [q], [p, n])[0] for q, p, n in zip(qs, pos, neg)])
+    lengths = ["--query-max-length", "64", "--passage-max-length", "400", "--device", "cpu", "--no-progress"]
+    for teachers, ref in (([colbert], ref_c), ([prettr], ref_p), ([colbert, prettr], (ref_c + ref_p) / 2)):
+        out = tmp_path / f"teacher-{len(teachers)}-{teachers[0].name}.tsv"
+        args = [*TEACHER, "score", "--triples", str(text_triples), "-o", str(out), *lengths]
+        for t in teachers:
+            args += ["--teacher", str(t)]
+        res = _run(args, env={**os.environ, **NO_JVM})
+        assert res.returncode == 0, res.stderr
+        rows = _read_teacher(out)
+        got = np.array([[float(r[0]), float(r[1])] for r in rows])
+        assert ref.std() > 0.05 and np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+        assert [r[2:] for r in rows] == triples

@@ -8,6 +8,8 @@ Usage::
     kd-index merge indexes/tasb.shard0 indexes/tasb.shard1 ... -o indexes/tasb [--index-type ...]
     kd-index convert indexes/tasb -o indexes/tasb-fp16 --index-type fp16
     kd-index bm25  --corpus corpus.jsonl.gz -o indexes/bm25 [--threads 4]
+    kd-index passage-store --reranker colbert-distilbert-margin-mse --corpus collection.tsv -o stores/colbert
+                   [--chunk-size 4096] [--query-width 38] [--restart]
     kd-index info  indexes/tasb
 
 Every build takes ``--progress/--no-progress`` (default: bars when stderr is a terminal) and ``--overwrite``.
@@ -32,6 +34,7 @@ from kd_pyserini.index.dense import DEFAULT_CHUNK_SIZE, build_dense_index
 from kd_pyserini.index.faiss_factory import INDEX_TYPES, IndexParams
 from kd_pyserini.index.layout import index_info, read_metadata
 from kd_pyserini.index.merge import convert_dense_index, merge_dense_indexes
+from kd_pyserini.index.passage_store import DEFAULT_STORE_CHUNK, PassageStore, build_passage_store
 
 __all__ = ["main"]
 
@@ -154,6 +157,40 @@ def bm25_cmd(corpus: str, output: str, fmt: str | None, threads: int, overwrite:
     meta = read_metadata(out)
     click.echo(f"{out}: {meta['stats']['documents']} documents indexed in {meta['timing']['index_seconds']} s",
                err=True)
+
+
+@main.command("passage-store")
+@click.option("--reranker", required=True,
+              help="A ColBERT or PreTTR re-ranker: card name (colbert-distilbert-margin-mse, "
+                   "prettr-distilbert-margin-mse), hub id or model folder.")
+@click.option("--corpus", required=True, type=click.Path(exists=True),
+              help="JsonCollection .jsonl, BEIR corpus.jsonl or MS MARCO .tsv (.gz accepted), or a folder of them.")
+@output_option("dir", help="Store folder to create (never replaced).")
+@click.option("--format", "fmt", type=click.Choice(CORPUS_FORMATS), default=None, help="Corpus format [detected].")
+@batch_size_option(help="Passages per forward pass.")
+@device_option()
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="How the encoder runs (the store itself is fp16).")
+@passage_max_length_option("Passage truncation in tokens [the card's: 200].")
+@click.option("--query-width", type=int, default=None,
+              help="PreTTR only: the query width the passage positions are offset by [query max length + 8].")
+@click.option("--chunk-size", type=int, default=DEFAULT_STORE_CHUNK, show_default=True,
+              help="Passages per resumable chunk (OUTPUT.partial/chunk-NNNNNN.*).")
+@click.option("--restart", is_flag=True, help="Discard chunks of an earlier interrupted run instead of resuming.")
+@progress_option()
+def passage_store_cmd(**kw: Any) -> None:
+    """Precompute a ColBERT / PreTTR re-ranker's passage side (fp16, resumable), so that re-ranking pays the query only.
+
+    Use it with load_reranker(CARD, store=OUTPUT) (kd_pyserini.encoding.rerankers); docs/model-family.md gives the cost
+    per passage (ColBERT at 768 dims: ~127 KB, ~1.1 TB for MS MARCO's 8.8M passages).
+    """
+    out = build_passage_store(kw["corpus"], kw["output"], kw["reranker"], fmt=kw["fmt"], chunk_size=kw["chunk_size"],
+                              device=kw["device"], precision=kw["precision"], batch_size=kw["batch_size"],
+                              passage_max_length=kw["passage_max_length"], query_width=kw["query_width"],
+                              restart=kw["restart"], progress=kw["progress"])
+    info = PassageStore(out).info
+    click.echo(f"{out}: {info['passages']} passages, {info['tokens']} token rows x {info['dimension']} fp16 "
+               f"({info['bytes_per_passage']:.0f} bytes/passage, {info['bytes'] / 2**20:.1f} MiB)", err=True)
 
 
 @main.command("info")

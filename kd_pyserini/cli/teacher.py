@@ -11,6 +11,8 @@ Usage (also ``python -m kd_pyserini.cli.teacher``)::
                --teacher distilbert-cat-margin-mse [--teacher DIR ...] -o teacher.tsv [--batch-size 32]
                [--max-length N] [--query-max-length N] [--passage-max-length N] [--device cuda]
                [--precision fp32|bf16|fp16] [--chunk-pairs 16384] [--shard I/N] [--skip-bad] [--progress]
+    # ColBERT / PreTTR teachers (the paper's other architectures), alone or in an ensemble
+    kd-teacher score --triples triples.tsv ... --teacher colbert-distilbert-margin-mse --teacher prettr -o t.tsv
     # text triples (triples.train.small.tsv): query<TAB>pos<TAB>neg, no collection needed
     kd-teacher score --triples triples.train.small.tsv --teacher ms-marco-minilm-l6-v2 -o teacher.tsv
     # several GPUs or machines: one shard each, then merge
@@ -38,7 +40,7 @@ __all__ = ["main"]
 @click.group(name="kd-teacher", cls=KdGroup)
 @verbose_option()
 def main(verbose: bool) -> None:
-    """Teacher files for Margin-MSE distillation: mine triples, score them with cross-encoders, merge shards."""
+    """Teacher files for Margin-MSE distillation: mine triples, score them with re-rankers, merge shards."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -53,16 +55,17 @@ def main(verbose: bool) -> None:
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False), default=None,
               help="qid<TAB>query (queries.train.tsv).")
 @click.option("--teacher", "teachers", multiple=True, required=True, metavar="CARD",
-              help="Cross-encoder or bi-encoder card, hub id or folder; repeat for an ensemble (their mean).")
+              help="Re-ranker (cross-encoder, ColBERT, PreTTR) or bi-encoder card, hub id or folder; repeat for an "
+                   "ensemble (their mean).")
 @output_option("file", help="Teacher file to write: ids in, pos<TAB>neg<TAB>qid<TAB>pos_pid<TAB>neg_pid out; text "
                             "in, pos<TAB>neg<TAB>query<TAB>pos<TAB>neg out.")
 @batch_size_option(help="Pairs (cross-encoders) or texts (bi-encoders) per forward pass.")
 @click.option("--max-length", type=click.IntRange(min=4), default=None,
               help="Cross-encoders: pair length in tokens, special tokens included [the card's].")
-@query_max_length_option("Query truncation in tokens [bi-encoders: the card's; cross-encoders: only the pair "
-                         "length].")
-@passage_max_length_option("Passage truncation in tokens [bi-encoders: the card's; cross-encoders: only the pair "
-                           "length].")
+@query_max_length_option("Query truncation in tokens [bi-encoders, ColBERT, PreTTR: the card's; cross-encoders: "
+                         "only the pair length].")
+@passage_max_length_option("Passage truncation in tokens [bi-encoders, ColBERT, PreTTR: the card's; cross-encoders: "
+                           "only the pair length].")
 @device_option()
 @precision_option(("fp32", "bf16", "fp16"), help="fp32, bf16 (CPU autocast or CUDA), fp16 (CUDA).")
 @click.option("--chunk-pairs", type=click.IntRange(min=1), default=16384, show_default=True,

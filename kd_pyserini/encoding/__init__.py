@@ -10,7 +10,10 @@ Dense-only work (encoding, dense indexing and search, training) imports this pac
 Modules: :mod:`~kd_pyserini.encoding.device` (device and precision), :mod:`~kd_pyserini.encoding.loading` (model
 loading), :mod:`~kd_pyserini.encoding.pooling` (padding and pooling), :mod:`~kd_pyserini.encoding.fast_linear`
 (oneDNN linear), :mod:`~kd_pyserini.encoding.int8` (int8 quantisation), :mod:`~kd_pyserini.encoding.text_encoder`
-(:class:`TextEncoder`).
+(:class:`TextEncoder`). Re-rankers, one module per kind of the paper's model family (Hofstätter et al. 2020, arXiv
+2010.02666), all built by :func:`kd_pyserini.encoding.rerankers.load_reranker`:
+:mod:`~kd_pyserini.encoding.cross_encoder` (BERT_CAT), :mod:`~kd_pyserini.encoding.colbert` (ColBERT),
+:mod:`~kd_pyserini.encoding.prettr` (PreTTR), sharing :mod:`~kd_pyserini.encoding.interaction`.
 
 Fast paths (same API, measured in PERFORMANCE.md):
 

@@ -25,33 +25,25 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from kd_pyserini.cards import CrossEncoderCard, get_cross_encoder_card
+from kd_pyserini.encoding.checkpoints import (_IGNORABLE, CROSS_PRECISIONS, _base_config, _load_tokenizer,
+                                             _model_folder, _read_state_dict)
 from kd_pyserini.encoding.device import resolve_device
 from kd_pyserini.encoding.fast_linear import use_fast_linear
-from kd_pyserini.encoding.loading import ModelLoadError, hub_cached, hub_reachable
+from kd_pyserini.encoding.loading import ModelLoadError
 from kd_pyserini.progress import progress_bar
 
-__all__ = ["CROSS_PRECISIONS", "BertCat", "CrossEncoder", "load_cross_encoder", "ScoredHit", "hit_text",
-           "rerank_hits"]
+__all__ = ["CROSS_PRECISIONS", "BertCat", "CrossEncoder", "load_cross_encoder", "new_bert_cat_student",
+           "save_bert_cat"]
 
 log = logging.getLogger(__name__)
-
-CROSS_PRECISIONS = ("fp32", "fp16", "bf16")
-#: files fetched from the hub for a checkpoint (the folder's top level only: no ONNX/OpenVINO copies).
-_HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-              "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "sentence_bert_config.json",
-              "model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "pytorch_model.bin",
-              "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
-#: buffers some checkpoints carry and newer transformers do not keep (or the reverse): never weights.
-_IGNORABLE = ("position_ids", "token_type_ids")
-
 
 # ------------------------------------------------------------------------------------------------------------------
 # Models
@@ -104,130 +96,6 @@ def _takes_token_types(model: torch.nn.Module) -> bool:
 # ------------------------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------------------------
-
-def _offline_fix(location: str) -> str:
-    return (f"on a machine with internet run 'hf download {location} --local-dir DIR' and pass DIR as the "
-            "re-ranker/teacher")
-
-
-def _model_folder(location: str) -> Path:
-    """A local folder holding the checkpoint: ``location`` itself, or its hub snapshot (cached or downloaded)."""
-    path = Path(location).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{location} has no config.json, so it is not a Hugging Face model directory; "
-                                 "point at the folder that holds config.json and the weights")
-        return path
-    cached, online = hub_cached(location), hub_reachable()
-    if not cached and not online:
-        raise ModelLoadError(f"{location!r} is not in the local Hugging Face cache and the hub cannot be reached "
-                             f"(offline?). Fix: {_offline_fix(location)}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(location, allow_patterns=_HUB_FILES, local_files_only=not online))
-    except Exception as e:  # noqa: BLE001  (any hub failure: one line with the fix)
-        raise ModelLoadError(f"could not fetch {location!r} from the Hugging Face hub ({type(e).__name__}: no "
-                             f"network, or no such model). Fix: {_offline_fix(location)}") from e
-
-
-def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    st = sorted(folder.glob("model*.safetensors"))
-    if st:
-        from safetensors.torch import load_file
-
-        out: dict[str, torch.Tensor] = {}
-        for f in st:
-            out.update(load_file(str(f)))
-        return out
-    bins = sorted(folder.glob("pytorch_model*.bin"))
-    if not bins:
-        raise ModelLoadError(f"{folder} has no weights (model.safetensors or pytorch_model.bin)")
-    out = {}
-    for f in bins:
-        out.update(torch.load(f, map_location="cpu", weights_only=True))
-    return out
-
-
-def _infer_base_config(sd: Mapping[str, torch.Tensor]) -> Any | None:
-    """A DistilBERT or BERT configuration read off the weights' shapes (64-dim attention heads), or ``None``."""
-    from transformers import BertConfig, DistilBertConfig
-
-    emb = sd.get("embeddings.word_embeddings.weight")
-    pos = sd.get("embeddings.position_embeddings.weight")
-    if emb is None or pos is None or emb.shape[1] % 64:
-        return None
-    vocab, dim = emb.shape
-    if "transformer.layer.0.attention.q_lin.weight" in sd:
-        layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.layer."))
-        return DistilBertConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=dim // 64,
-                                hidden_dim=sd["transformer.layer.0.ffn.lin1.weight"].shape[0],
-                                max_position_embeddings=pos.shape[0])
-    if "encoder.layer.0.attention.self.query.weight" in sd:
-        layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
-        types = sd.get("embeddings.token_type_embeddings.weight")
-        return BertConfig(vocab_size=vocab, hidden_size=dim, num_hidden_layers=layers, num_attention_heads=dim // 64,
-                          intermediate_size=sd["encoder.layer.0.intermediate.dense.weight"].shape[0],
-                          max_position_embeddings=pos.shape[0], type_vocab_size=2 if types is None else types.shape[0])
-    return None
-
-
-def _base_config(bert_model: str, sd: Mapping[str, torch.Tensor], folder: Path) -> Any:
-    """The BERT_Cat base's configuration: ``bert_model``'s own (local folder, cache, hub), else read off the weights."""
-    from transformers import AutoConfig
-
-    if bert_model:
-        local = Path(bert_model).expanduser()
-        if local.is_dir() and (local / "config.json").is_file():
-            return AutoConfig.from_pretrained(str(local))
-        if hub_cached(bert_model):
-            return AutoConfig.from_pretrained(bert_model, local_files_only=True)
-    inferred = _infer_base_config(sd)
-    if inferred is not None:
-        log.info("%s: base model %r not available here; its configuration was read off the weights (%s, %d layers, "
-                 "hidden size %d)", folder, bert_model, inferred.model_type,
-                 getattr(inferred, "n_layers", getattr(inferred, "num_hidden_layers", 0)),
-                 getattr(inferred, "dim", getattr(inferred, "hidden_size", 0)))
-        return inferred
-    if bert_model and not Path(bert_model).expanduser().exists() and hub_reachable():
-        return AutoConfig.from_pretrained(bert_model)
-    raise ModelLoadError(f"{folder}: the BERT_Cat base {bert_model!r} is neither a local folder nor in the Hugging "
-                         "Face cache, and its configuration cannot be read off the weights; fix: download it ('hf "
-                         f"download {bert_model} --local-dir DIR') and set \"bert_model\": \"DIR\" in "
-                         f"{folder / 'config.json'}")
-
-
-def _load_tokenizer(folder: Path, fallbacks: Sequence[str], auto: bool = True) -> Any:
-    """The folder's tokenizer (``auto``: through ``AutoTokenizer``; a BERT_Cat folder only when its tokenizer config
-    names its class, since ``AutoTokenizer`` does not know ``model_type: BERT_Cat``); else a BERT WordPiece tokenizer
-    from its ``vocab.txt``; else the first fallback (the card's ``tokenizer``, the BERT_Cat base) that is a local
-    folder or cached."""
-    from transformers import AutoTokenizer, BertTokenizerFast
-
-    cfg: dict[str, Any] = {}
-    if (folder / "tokenizer_config.json").is_file():
-        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    first_error: Exception | None = None
-    if auto or cfg.get("tokenizer_class"):
-        try:
-            return AutoTokenizer.from_pretrained(str(folder))
-        except Exception as e:  # noqa: BLE001  (fall back to the vocabulary file)
-            first_error = e
-    vocab = folder / "vocab.txt"
-    if vocab.is_file():
-        # transformers 5 ignores vocab_file= as a keyword: the vocabulary goes positionally.
-        tok = BertTokenizerFast(str(vocab), do_lower_case=bool(cfg.get("do_lower_case", True)))
-        lines = sum(1 for line in vocab.open(encoding="utf-8") if line.strip())
-        if len(tok) < lines:
-            raise ModelLoadError(f"{vocab}: the tokenizer holds {len(tok)} tokens but the file lists {lines}")
-        return tok
-    for name in fallbacks:
-        if name and (Path(name).expanduser().is_dir() or hub_cached(name)):
-            return AutoTokenizer.from_pretrained(name, local_files_only=not Path(name).expanduser().is_dir())
-    why = f" ({type(first_error).__name__})" if first_error else ""
-    raise ModelLoadError(f"{folder} has no tokenizer{why} and none of {[f for f in fallbacks if f]} is available "
-                         "here; fix: put the base model's vocab.txt/tokenizer files into the folder")
-
 
 def _check_vocab(tokenizer: Any, model: torch.nn.Module, folder: Path) -> None:
     rows = _base_of(model).get_input_embeddings().weight.shape[0]
@@ -433,13 +301,16 @@ class CrossEncoder:
     @torch.inference_mode()
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str],
                     pairs: Sequence[tuple[int, int]] | None = None, progress: bool | None = False,
-                    on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                    on_batch: Callable[[int], None] | None = None,
+                    passage_ids: Sequence[str] | None = None) -> np.ndarray:
         """Scores of pairs, in the order given.
 
         Args:
             queries / passages: texts. Without ``pairs`` they are zipped (``len(queries) == len(passages)``).
             pairs: ``(query index, passage index)`` per pair, to score many pairs over few distinct texts.
             progress: a bar of pairs scored on stderr. on_batch: called with the number of pairs after each batch.
+            passage_ids: accepted for the common re-ranker interface and not used: a cross-encoder reads query and
+                passage together, so it has no stored passage side (ColBERT/PreTTR read theirs by id).
         """
         if pairs is None:
             if len(queries) != len(passages):
@@ -462,8 +333,8 @@ class CrossEncoder:
         out[np.concatenate(where)] = torch.cat(scores).cpu().numpy()
         return out
 
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        """Scores of one query against several passages."""
+    def score(self, query: str, passages: Sequence[str], passage_ids: Sequence[str] | None = None) -> np.ndarray:
+        """Scores of one query against several passages (``passage_ids``: see :meth:`score_pairs`)."""
         return self.score_pairs([query], passages, [(0, j) for j in range(len(passages))])
 
     def describe(self) -> dict[str, Any]:
@@ -474,52 +345,36 @@ class CrossEncoder:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Pyserini hit lists
+# Students (Margin-MSE training): a BERT_Cat to train, and its hub layout on disk
 # ------------------------------------------------------------------------------------------------------------------
 
-class ScoredHit(NamedTuple):
-    """One re-ranked hit: its docid, the cross-encoder's score, and the hit object it came from."""
+def new_bert_cat_student(base: str | Path) -> BertCat:
+    """A BERT_CAT to train: the transformer of ``base`` (a local folder or cached hub id) and a fresh
+    ``_classification_layer``; ``model(input_ids, attention_mask, token_type_ids)`` gives one differentiable score
+    per pair (``[CLS] query [SEP] passage [SEP]``)."""
+    from transformers import AutoModel
 
-    docid: str
-    score: float
-    hit: Any
-
-
-def hit_text(hit: Any) -> str:
-    """A hit's passage text: ``.raw`` (a stored JSON document's ``contents``, or ``title`` + ``text``; else the raw
-    string), else ``.contents``.
-
-    Raises:
-        ValueError: the hit carries no text (a dense hit): pass ``texts={docid: passage}``.
-    """
-    raw = getattr(hit, "raw", None)
-    if raw:
-        try:
-            doc = json.loads(raw)
-        except (TypeError, ValueError):
-            return str(raw)
-        if isinstance(doc, dict):
-            if isinstance(doc.get("contents"), str):
-                return doc["contents"]
-            if isinstance(doc.get("text"), str):
-                return " ".join(x for x in (doc.get("title") or "", doc["text"]) if x)
-        return str(raw)
-    contents = getattr(hit, "contents", None)
-    if contents:
-        return str(contents)
-    raise ValueError(f"hit {getattr(hit, 'docid', '?')!r} carries no text (.raw or .contents); pass "
-                     "texts={docid: passage} (e.g. from kd_pyserini.corpus.load_texts)")
+    return BertCat(AutoModel.from_pretrained(str(base)))
 
 
-def rerank_hits(query: str, hits: Sequence[Any], reranker: CrossEncoder | CrossEncoderCard | str,
-                texts: Mapping[str, str] | None = None, depth: int | None = None) -> list[ScoredHit]:
-    """Re-score a Pyserini hit list (anything with ``.docid``; text from ``texts`` or the hit's ``.raw`` /
-    ``.contents``) with a cross-encoder; the first ``depth`` hits are re-scored and returned best first (ties by
-    docid, descending, as trec_eval orders them).
-    """
-    encoder = reranker if isinstance(reranker, CrossEncoder) else CrossEncoder(reranker)
-    kept = list(hits)[:depth] if depth else list(hits)
-    passages = [texts[str(h.docid)] if texts is not None and str(h.docid) in texts else hit_text(h) for h in kept]
-    scores = encoder.score(query, passages)
-    out = [ScoredHit(str(h.docid), float(s), h) for h, s in zip(kept, scores.tolist())]
-    return sorted(out, key=lambda x: (x.score, x.docid), reverse=True)
+def save_bert_cat(model: BertCat, tokenizer: Any, folder: str | Path, bert_model: str) -> Path:
+    """Write ``model`` in matchmaker's BERT_Cat layout, which :func:`load_cross_encoder` reads (config ``model_type:
+    "BERT_Cat"`` and ``bert_model``; ``model.safetensors`` with ``bert_model.*`` and ``_classification_layer.*``; the
+    tokenizer), each file under a temporary name, then renamed."""
+    from safetensors.torch import save_file
+
+    from kd_pyserini.atomic import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if not all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()):
+        raise ValueError(f"refusing to save non-finite BERT_Cat weights into {folder}")
+    tmp = folder / ".model.safetensors.tmp"
+    save_file(sd, str(tmp))
+    tmp.replace(folder / "model.safetensors")
+    with atomic_write(folder / "config.json") as f:
+        json.dump({"architectures": ["BERT_Cat"], "model_type": "BERT_Cat", "bert_model": str(bert_model)}, f,
+                  indent=2)
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -13,7 +13,9 @@ The rooms:
 * :mod:`~kd_pyserini.index.chunks` -- the resumable chunk store ``OUTPUT.partial`` of a dense build;
 * :mod:`~kd_pyserini.index.dense` -- :func:`build_dense_index` (resumable, shardable; starts no Java);
 * :mod:`~kd_pyserini.index.merge` -- :func:`merge_dense_indexes` and :func:`convert_dense_index`;
-* :mod:`~kd_pyserini.index.bm25` -- :func:`build_bm25_index` (Lucene; the only room that imports Pyserini).
+* :mod:`~kd_pyserini.index.bm25` -- :func:`build_bm25_index` (Lucene; the only room that imports Pyserini);
+* :mod:`~kd_pyserini.index.passage_store` -- precomputed passage sides of ColBERT / PreTTR re-rankers
+  (``build_passage_store``, ``PassageStore``; imported on demand, it needs torch only through the re-ranker).
 
 The command line (``kd-index``, ``python -m kd_pyserini.index``) is :mod:`kd_pyserini.cli.index`; ``main`` is
 still importable from here (loaded on first access).

@@ -1,8 +1,9 @@
 """Teachers: the models that score (query, passage) pairs for a teacher file.
 
-A teacher is a cross-encoder (:class:`~kd_pyserini.encoding.cross_encoder.CrossEncoder`: the pair read together, one
-logit) or a bi-encoder (:class:`~kd_pyserini.encoding.TextEncoder`: query and passage vectors, scored with the card's
-own similarity: dot product, or cosine for normalised cards such as all-MiniLM-L6-v2). :class:`TeacherSpec` is what a
+A teacher is a re-ranker of any kind (built by :func:`kd_pyserini.encoding.rerankers.load_reranker`: a cross-encoder
+reading the pair together, a ColBERT late-interaction or a PreTTR split model; the model family of Hofstätter et al.
+2020, arXiv 2010.02666) or a bi-encoder (:class:`~kd_pyserini.encoding.TextEncoder`: query and passage vectors,
+scored with the card's own similarity: dot product, or cosine for normalised cards such as all-MiniLM-L6-v2). :class:`TeacherSpec` is what a
 teacher *is* (card and lengths, known without loading the weights, so a resumed run is checked at once);
 :func:`load_scorer` loads it.
 """
@@ -50,8 +51,13 @@ class TeacherSpec:
 
     def key(self) -> dict[str, Any]:
         """What a resumed or sharded run must share with the first one (scores depend on all of it)."""
-        extra = ({"pooling": self.card.pooling, "similarity": self.card.similarity}
-                 if isinstance(self.card, EncoderCard) else {"family": self.card.family})
+        if isinstance(self.card, EncoderCard):
+            extra: dict[str, Any] = {"pooling": self.card.pooling, "similarity": self.card.similarity}
+        elif isinstance(self.card, CrossEncoderCard):
+            extra = {"family": self.card.family}
+        else:  # ColBERT / PreTTR: what else decides their scores
+            extra = {k: getattr(self.card, k) for k in ("query_mask_tokens", "compression_dim", "join_layer_idx")
+                     if hasattr(self.card, k)}
         return {"kind": self.kind, "name": self.card.name, "model_id": str(self.card.model_id), **extra,
                 "query_max_length": self.query_max_length, "passage_max_length": self.passage_max_length,
                 "max_length": self.max_length}
@@ -61,10 +67,10 @@ def teacher_spec(name: str | EncoderCard | CrossEncoderCard, query_max_length: i
                  passage_max_length: int | None = None, max_length: int | None = None) -> TeacherSpec:
     """Resolve a teacher name (card, hub id or folder, either kind) and its lengths."""
     card = resolve_any_card(name)
-    if isinstance(card, EncoderCard):
+    if not isinstance(card, CrossEncoderCard):  # bi-encoders, ColBERT, PreTTR: query and passage cut apart
         if max_length is not None:
-            log.warning("%s is a bi-encoder: --max-length (the pair length of cross-encoders) does not apply",
-                        card.name)
+            log.warning("%s is a %s: --max-length (the pair length of cross-encoders) does not apply", card.name,
+                        card.kind)
         return TeacherSpec(card, query_max_length or card.query_max_length,
                            passage_max_length or card.passage_max_length, None)
     return TeacherSpec(card, query_max_length, passage_max_length, max_length or card.max_length)
@@ -104,11 +110,12 @@ class _CrossScorer:
 
 def load_scorer(spec: TeacherSpec, device: str | None = None, precision: str = "fp32", batch_size: int = 32,
                 threads: int | None = None) -> PairScorer:
-    """Load the teacher's weights on ``device`` at ``precision``."""
+    """Load the teacher's weights on ``device`` at ``precision`` (re-rankers of every kind through
+    :func:`~kd_pyserini.encoding.rerankers.load_reranker`)."""
     if isinstance(spec.card, EncoderCard):
         return BiEncoderScorer(spec, device, precision, batch_size, threads)
-    from kd_pyserini.encoding.cross_encoder import CrossEncoder
+    from kd_pyserini.encoding.rerankers import load_reranker
 
-    return _CrossScorer(CrossEncoder(spec.card, device=device, precision=precision, batch_size=batch_size,
-                                     max_length=spec.max_length, query_max_length=spec.query_max_length,
-                                     passage_max_length=spec.passage_max_length, threads=threads))
+    return _CrossScorer(load_reranker(spec.card, device=device, precision=precision, batch_size=batch_size,
+                                      max_length=spec.max_length, query_max_length=spec.query_max_length,
+                                      passage_max_length=spec.passage_max_length, threads=threads))
