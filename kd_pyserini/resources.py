@@ -85,13 +85,13 @@ def canonical(name: str) -> Benchmark | None:
 def pyserini_cache() -> Path:
     """Pyserini's cache folder, as the installed Pyserini computes it (``$PYSERINI_CACHE`` or ``~/.cache/pyserini``;
     2.x: ``./.cache/pyserini`` when ``./.cache`` exists): the one place every part of kd_pyserini asks."""
-    from kd_pyserini.pyserini_compat import pyserini_cache_home
+    from kd_pyserini.pyserini_compat.local_files import pyserini_cache_home
 
     return pyserini_cache_home()
 
 
 def _local_candidates(filename: str) -> list[Path]:
-    from kd_pyserini.pyserini_compat import pyserini_cache_dirs
+    from kd_pyserini.pyserini_compat.local_files import pyserini_cache_dirs
 
     out = []
     d = data_dir()
@@ -171,6 +171,7 @@ def get_qrels(name_or_path: str | os.PathLike) -> Qrels:
 
     Raises:
         ResourceNotFound: not found locally and not downloadable; the message lists where it looked.
+        FormatError: the file found (here or by Pyserini) is malformed: ``file:line: what``.
     """
     path, bench, looked = _resolve(name_or_path, "qrels")
     if path is not None:
@@ -178,9 +179,10 @@ def get_qrels(name_or_path: str | os.PathLike) -> Qrels:
     try:
         from pyserini.search import get_qrels_file
 
-        return read_qrels(get_qrels_file(bench.pyserini_qrels))
-    except Exception as e:  # noqa: BLE001
+        supplied = get_qrels_file(bench.pyserini_qrels)
+    except Exception as e:  # noqa: BLE001  (finding or downloading it failed: one clear "not found")
         raise _missing("qrels", bench, looked, e) from None
+    return read_qrels(supplied)  # a malformed file is a FormatError naming file:line, not "not found"
 
 
 def qrels_by_name_or_path(name_or_path: str | os.PathLike) -> Qrels:

@@ -141,3 +141,13 @@ def test_one_line_keeps_quotes_inside_messages_and_drops_keyerror_quoting():
         "'org/model' is not cached; use 'all-minilm-l6-v2'"
     assert one_line(KeyError("unknown benchmark 'x'")) == "unknown benchmark 'x'"
     assert one_line(ValueError("")) == "ValueError"
+
+
+def test_options_module_exports_only_what_it_defines_and_no_dead_exit_helper():
+    """kd_pyserini.cli.options: every name in __all__ exists, and the unused echo_error_and_exit (a second, untested
+    way to print an error and exit, beside KdCommand's one-line errors) is gone (#17)."""
+    from kd_pyserini.cli import options
+
+    assert all(hasattr(options, name) for name in options.__all__)
+    assert not hasattr(options, "echo_error_and_exit")
+    assert "sys.exit" not in Path(options.__file__).read_text(encoding="utf-8")

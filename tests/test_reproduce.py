@@ -376,20 +376,17 @@ class _FakeDense:
         return [[("d1", 1.0)]]
 
 
-def test_latency_probe_takes_typed_parameters(tmp_path, monkeypatch):
-    """The probe reads kd-search's command with kd-search's own parser (``--opt=value``, any order) into typed
-    SearchParams, and calls the held-open searchers with them; other modes, unknown ones and other programs: None."""
-    import kd_pyserini.search as search
+def test_latency_probe_takes_a_search_spec(tmp_path, monkeypatch):
+    """The probe takes a SearchSpec (the one a kd-search run records in its sidecar; no command line is parsed) and
+    calls the searchers the pipeline builds with it; re-rank stages, hybrids, no spec and no queries: None."""
+    from kd_pyserini.search import pipeline
+    from kd_pyserini.search.spec import Bm25Stage, DenseStage, Encoding, RerankStage, SearchSpec
 
     index = tmp_path / "index"
     index.mkdir()
-    a = rp.search_params(f"kd-search --topics=dl19-passage --hits=7 --b=0.5 --index={index} --k1=1.2 --mode=bm25 "
-                         "--output=run.txt")
-    b = rp.search_params(["kd-search", "--mode", "bm25", "--k1", "1.2", "--output", "run.txt", "--index", str(index),
-                          "--b", "0.5", "--hits", "7", "--topics", "dl19-passage"])
-    assert isinstance(a, rp.SearchParams) and a == b
-    assert (a.mode, a.index, a.hits, a.k1, a.b) == ("bm25", str(index), 7, 1.2, 0.5)
-    monkeypatch.setattr(search, "Bm25Searcher", _FakeBm25)
+    a = SearchSpec(output="run.txt", first_stage="bm25", topics="dl19-passage", hits=7,
+                   bm25=Bm25Stage(str(index), k1=1.2, b=0.5))
+    monkeypatch.setattr(pipeline, "Bm25Searcher", _FakeBm25)
     _FakeBm25.made = []
     queries = [f"query {i}" for i in range(20)]
     ms = rp.probe_latency(a, queries, n=5, warmup=1)
@@ -398,25 +395,40 @@ def test_latency_probe_takes_typed_parameters(tmp_path, monkeypatch):
     assert (made["index"], made["k1"], made["b"], made["threads"]) == (str(index), 1.2, 0.5, 1)
     assert made["searches"] == [(q, 7) for q in queries[:6]]  # 1 untimed + 5 timed, one at a time
 
-    monkeypatch.setattr(search, "DenseSearcher", _FakeDense)
+    monkeypatch.setattr(pipeline, "DenseSearcher", _FakeDense)
     _FakeDense.made = []
-    cmd = (f"kd-search --query-max-length=24 --threads 2 --encoder=my-encoder --index={index} --hits=10 "
-           "--precision=fp16 --mode=dense --device=cpu --output=run.txt")
-    assert rp.probe_latency(cmd, queries, n=4, warmup=2) is not None
+    dense = SearchSpec(output="run.txt", first_stage="dense", topics="dl19-passage", hits=10, threads=2,
+                       dense=DenseStage(str(index), "my-encoder"),
+                       encoding=Encoding(device="cpu", precision="fp16", query_max_length=24))
+    assert rp.probe_latency(dense, queries, n=4, warmup=2) is not None
     (made,) = _FakeDense.made
     assert (made["index"], made["encoder"], made["query_max_length"], made["threads"], made["precision"],
             made["device"]) == (str(index), "my-encoder", 24, 2, "fp16", "cpu")
     assert made["encoded"] == 6 + 4  # a warm-up pass over the sample, then the timed pass
     assert made["searched"] == [((1, 4), 10)] * 4  # the first vectors, timed after 2 untimed
 
-    for other in (f"kd-search --mode=nonsense --index={index} --output=run.txt",
-                  f"kd-search --mode rerank --index {index} --encoder my-encoder --output run.txt",
-                  f"kd-search --index={index} --output=run.txt"):
-        assert rp.search_params(other).mode in (None, "rerank")
-        assert rp.probe_latency(other, queries) is None
-    assert rp.search_params("kd-fuse a b --output c") is None
-    assert rp.probe_latency("kd-fuse a b --output c", queries) is None
+    reranked = SearchSpec(output="run.txt", first_stage="bm25", topics="dl19-passage", bm25=Bm25Stage(str(index)),
+                          rerank=(RerankStage("bi-encoder", "my-encoder", 100),), first_stage_depth=100)
+    assert rp.probe_latency(reranked, queries) is None and rp.probe_latency(None, queries) is None
     assert rp.probe_latency(a, [], n=5) is None and rp.probe_latency(a, queries, n=0) is None
+    assert len(_FakeBm25.made) == 1  # nothing was built for the searches it does not time
+
+
+def test_probe_spec_is_the_spec_the_run_records(tmp_path):
+    """The runner's probe reads the spec kd-search wrote into the run's sidecar: what was searched, not a parse of
+    the command; a run without one (another program, an older kd-search) gives None."""
+    from kd_pyserini.search.sidecar import write_sidecar
+    from kd_pyserini.search.spec import Bm25Stage, SearchSpec
+
+    spec = SearchSpec(output=str(tmp_path / "run.txt"), first_stage="bm25", topics="scifact", hits=9,
+                      bm25=Bm25Stage("idx", k1=1.2, b=0.75), measures=("nDCG@10",))
+    run = tmp_path / "run.txt"
+    run.write_text("1 Q0 d1 1 2.0 t\n")
+    write_sidecar(run, {"spec": spec.to_dict()})
+    assert rp.probe_spec(run) == spec
+    write_sidecar(run, {"mode": "bm25"})
+    assert rp.probe_spec(run) is None
+    assert rp.probe_spec(tmp_path / "missing.txt") is None
 
 
 _STUB = """import os, shutil, sys

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kd_pyserini.index import build_bm25_index, build_dense_index, main as index_main, read_metadata
+from kd_pyserini.cli.index import main as index_main
+from kd_pyserini.index import build_bm25_index, build_dense_index, read_metadata
 from kd_pyserini.cli.search import main as search_main
 from kd_pyserini.search import (BM25_DEFAULT, Bm25Searcher, Candidates, DenseSearcher, read_candidates, rerank,
                                 search_bm25, search_dense, search_hybrid, sidecar_latency)
@@ -557,16 +558,16 @@ def test_cli_killed_between_the_writes_never_leaves_a_mismatched_pair(syn, tiny_
 GATED_SCRIPT = """
 import sys, time
 from pathlib import Path
-import kd_pyserini.cli.search as cli
+import kd_pyserini.cli.search as cli, kd_pyserini.search.pipeline as pipeline
 inside, go = Path(sys.argv[1]), Path(sys.argv[2])
-real = cli.resolve_topics
+real = pipeline.resolve_topics
 def gated(*a, **kw):  # hold the command (and its lock) until the test says go
     inside.touch()
     t = time.time()
     while not go.exists() and time.time() - t < 240:
         time.sleep(0.05)
     return real(*a, **kw)
-cli.resolve_topics = gated
+pipeline.resolve_topics = gated
 cli.main(sys.argv[3:])
 """
 

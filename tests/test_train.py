@@ -70,7 +70,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_offset_index_dense_and_string_ids(tmp_path, data_dir):
     coll = OffsetIndex(data_dir / "kd-samples" / "collection.head89.tsv")
-    assert len(coll) == 89 and coll._dense
+    assert len(coll) == 89 and coll.integer_ids
     lines = (data_dir / "kd-samples" / "collection.head89.tsv").read_text(encoding="utf-8").split("\n")
     expected = dict(x.split("\t", 1) for x in lines if x)  # not splitlines(): texts hold \x85 and friends
     assert all(coll.get(pid) == text for pid, text in expected.items())
@@ -80,7 +80,7 @@ def test_offset_index_dense_and_string_ids(tmp_path, data_dir):
     f = tmp_path / "docs.tsv"
     f.write_text("doc-b\tbravo\r\nd7\tseven\n\ndoc-a\talpha été\n")
     idx = OffsetIndex(f)
-    assert not idx._dense and len(idx) == 3
+    assert not idx.integer_ids and len(idx) == 3
     assert idx.get("doc-a") == "alpha été" and idx.get("doc-b") == "bravo" and idx.get("d7") == "seven"
     assert "doc-c" not in idx
     with pytest.raises(KeyError):
@@ -89,7 +89,7 @@ def test_offset_index_dense_and_string_ids(tmp_path, data_dir):
     g = tmp_path / "sparse.tsv"
     g.write_text("5\tfive\n900000000\tbig\n")
     sp = OffsetIndex(g)
-    assert not sp._dense and sp.get("900000000") == "big" and sp.get("5") == "five"
+    assert not sp.integer_ids and sp.get("900000000") == "big" and sp.get("5") == "five"
     dup = tmp_path / "dup.tsv"
     dup.write_text("1\ta\n1\tb\n")
     with pytest.raises(ValueError, match="more than once"):

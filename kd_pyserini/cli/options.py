@@ -22,7 +22,6 @@ Old spellings keep working for one release as hidden aliases that print a deprec
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ __all__ = ["CONTEXT_SETTINGS", "ENCODE_BATCH_SIZE", "PRECISION_CHOICES", "KdComm
            "hits_option", "run_tag_option", "measures_option", "query_max_length_option",
            "passage_max_length_option", "batch_size_option", "progress_option", "device_option", "precision_option",
            "verbose_option", "compose", "HANDLED_ERRORS", "fusion_options", "parse_weights", "fusion_params",
-           "fusion_ranks_options"]
+           "fusion_ranks_options", "Decorator"]
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 #: texts per encoder forward pass, the same default on every command that encodes.
@@ -103,7 +102,8 @@ class _KdMixin:
 
 class KdCommand(_KdMixin, click.Command):
     """A click command with kd_pyserini's help settings, hidden deprecated aliases (``old_names={"--k":
-    "--hits"}``: the old spelling is rewritten to the new one, with a warning) and one-line ``Error:`` messages for :data:`HANDLED_ERRORS`."""
+    "--hits"}``: the old spelling is rewritten to the new one, with a warning) and one-line ``Error:`` messages for
+    :data:`HANDLED_ERRORS`."""
 
 
 class KdGroup(_KdMixin, click.Group):
@@ -133,17 +133,25 @@ def run_tag_option(default_help: str) -> Decorator:
     return click.option("--run-tag", default=None, help=f"TREC run tag (column 6) [{default_help}].")
 
 
-def measures_option(help: str, default: str | None = None, multiple: bool = False) -> Decorator:
+def measures_option(help: str, default: str | None = None, multiple: bool = False,
+                    dest: str = "measures") -> Decorator:
+    """``-m/--measures M1,M2`` (arriving as ``dest``)."""
     kw: dict[str, Any] = {"multiple": True} if multiple else {"default": default, "show_default": default is not None}
-    return click.option("--measures", "-m", "measures", metavar="M1,M2", help=help, **kw)
+    return click.option("--measures", "-m", dest, metavar="M1,M2", help=help, **kw)
 
 
-def query_max_length_option(help: str = "Query truncation in tokens [the card's].") -> Decorator:
-    return click.option("--query-max-length", type=click.IntRange(min=2), default=None, help=help)
+def query_max_length_option(help: str = "Query truncation in tokens [the card's].",
+                            default: int | None = None) -> Decorator:
+    """``--query-max-length N`` (default ``None``: the card's)."""
+    return click.option("--query-max-length", type=click.IntRange(min=2), default=default,
+                        show_default=default is not None, help=help)
 
 
-def passage_max_length_option(help: str = "Passage truncation in tokens [the card's].") -> Decorator:
-    return click.option("--passage-max-length", type=click.IntRange(min=2), default=None, help=help)
+def passage_max_length_option(help: str = "Passage truncation in tokens [the card's].",
+                              default: int | None = None) -> Decorator:
+    """``--passage-max-length N`` (default ``None``: the card's)."""
+    return click.option("--passage-max-length", type=click.IntRange(min=2), default=default,
+                        show_default=default is not None, help=help)
 
 
 def batch_size_option(default: int = ENCODE_BATCH_SIZE, help: str = "Texts per encoder forward pass.") -> Decorator:
@@ -233,8 +241,3 @@ def fusion_params(method: str, alpha: float, normalize: bool, weight_on_dense: b
     if method == "rrf":
         return {"rrf_k": rrf_k, "weights": weights}
     return {"weights": weights, "norm": norm}
-
-
-def echo_error_and_exit(message: str, code: int = 1) -> None:  # pragma: no cover - convenience for scripts
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)

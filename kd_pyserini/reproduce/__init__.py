@@ -30,15 +30,16 @@ nDCG@10 / RR@10, as the Margin-MSE paper's figure). The command is :mod:`kd_pyse
 
 Modules: :mod:`~kd_pyserini.reproduce.matrix` (schema, loader, placeholders), :mod:`~.availability` (offline
 checks), :mod:`~.verdicts` (rows and verdicts), :mod:`~.runner` (running the commands), :mod:`~.latency`,
-:mod:`~.report` (leaderboard), :mod:`~.plot` (efficiency plot). No module here imports click (the latency
-probe borrows kd-search's option parser, :mod:`kd_pyserini.cli.search`, only when it reads a command).
+:mod:`~.report` (leaderboard), :mod:`~.plot` (efficiency plot). No module here imports click or a command: the
+matrix's commands are run as a user runs them, and the latency probe rebuilds a search from the
+:class:`~kd_pyserini.search.spec.SearchSpec` its run's sidecar records.
 """
 
 from __future__ import annotations
 
 from kd_pyserini.reproduce.availability import (Availability, build_resolver, check_condition, file_problem,
                                                 index_problem, model_problem, prebuilt_index_path, prebuilt_info)
-from kd_pyserini.reproduce.latency import PROBE_SOURCE, SearchParams, probe_latency, search_params, sidecar_latency
+from kd_pyserini.reproduce.latency import PROBE_SOURCE, probe_latency, probe_spec, sidecar_latency
 from kd_pyserini.reproduce.matrix import (COMMAND_MODULES, CONDITION_TYPES, DEFAULT_PATHS, INDEX_VARIABLES, Condition,
                                           Expected, Matrix, MatrixError, Resolver, Step, load_matrices, load_matrix,
                                           matrix_dir)
@@ -62,7 +63,7 @@ __all__ = [
     # running
     "Completed", "command_argv", "run_command", "run_condition", "reproduce", "evaluate_benchmark_runs",
     # latency
-    "SearchParams", "search_params", "probe_latency", "sidecar_latency", "PROBE_SOURCE",
+    "probe_spec", "probe_latency", "sidecar_latency", "PROBE_SOURCE",
     # outputs
     "leaderboard_markdown", "leaderboard_json", "write_leaderboard", "plot_efficiency",
 ]

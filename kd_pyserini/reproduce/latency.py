@@ -1,24 +1,25 @@
 """Query latency of a reproduced condition: measured in process, or read from kd-search's sidecar.
 
 :func:`probe_latency` times what a user of a search service waits for: one query at a time, after the encoder, the
-index and the searcher are loaded. It takes typed :class:`SearchParams`; :func:`search_params` gets them from a
-matrix's ``kd-search ...`` command by parsing it with kd-search's own click command (no second parser to drift).
-The searchers are :class:`kd_pyserini.search.DenseSearcher` and :class:`kd_pyserini.search.Bm25Searcher`, the
-objects kd-search itself uses. Without a probe, the latency comes from the run's sidecar through the one latency
-contract, :func:`kd_pyserini.search.sidecar_latency`.
+index and the searcher are loaded. It takes a :class:`kd_pyserini.search.spec.SearchSpec` (the one a kd-search run
+records in its sidecar, read back by :func:`probe_spec`; no command line is parsed here), and the searchers are built
+by the search pipeline's own constructors (:func:`kd_pyserini.search.pipeline.open_dense` and
+:func:`~kd_pyserini.search.pipeline.open_bm25`), the objects kd-search itself uses. Without a probe, the latency
+comes from the run's sidecar through the one latency contract, :func:`kd_pyserini.search.sidecar_latency`.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["SearchParams", "search_params", "probe_latency", "sidecar_latency", "median_ms", "PROBE_SOURCE"]
+if TYPE_CHECKING:
+    from kd_pyserini.search.spec import SearchSpec
+
+__all__ = ["probe_spec", "probe_latency", "sidecar_latency", "median_ms", "PROBE_SOURCE"]
 
 T = TypeVar("T")
 
@@ -27,68 +28,12 @@ PROBE_SOURCE = ("dense/bm25: median of {n} single-query searches (encoding + sea
                 "(kd_pyserini.reproduce.probe_latency)")
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """The settings of one ``kd-search`` command that matter for its per-query latency.
+def probe_spec(run_file: str | os.PathLike) -> SearchSpec | None:
+    """The :class:`SearchSpec` that kd-search recorded beside ``run_file`` (its sidecar), or ``None`` (another
+    program wrote it, or a kd-search from before specs were recorded)."""
+    from kd_pyserini.search.spec import read_spec
 
-    ``None`` means "kd-search's default" (for ``device``, ``threads``, ``query_max_length``, ``ef_search``,
-    ``nprobe``: decided by the searcher); ``mode`` ``None`` means the command did not say (or said something
-    kd-search does not accept).
-    """
-
-    mode: str | None = None
-    index: str | None = None
-    encoder: str | None = None
-    hits: int = 1000
-    device: str | None = None
-    precision: str = "fp32"
-    batch_size: int = 32
-    threads: int | None = None
-    query_max_length: int | None = None
-    ef_search: int | None = None
-    nprobe: int | None = None
-    k1: float = 0.9
-    b: float = 0.4
-    check: bool = True
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SearchParams:
-        """From kd-search's parsed parameters (``ctx.params``); missing or unparsable values keep the defaults."""
-        def get(name: str, kind: type, default: Any = None) -> Any:
-            return _typed(params.get(name), kind, default)
-
-        return cls(mode=get("mode", str), index=get("index", os.PathLike) or get("index", str),
-                   encoder=get("encoder", str), hits=get("hits", int, 1000), device=get("device", str),
-                   precision=get("precision", str, "fp32"), batch_size=get("batch_size", int, 32),
-                   threads=get("threads", int), query_max_length=get("query_max_length", int),
-                   ef_search=get("ef_search", int), nprobe=get("nprobe", int), k1=get("k1", float, 0.9),
-                   b=get("b", float, 0.4), check=not get("ignore_encoder_mismatch", bool, False))
-
-
-def _typed(value: Any, kind: type, default: Any) -> Any:
-    """``value`` when it is a ``kind`` (ints count as floats; paths become strings), else ``default``."""
-    if kind is bool:
-        return value if isinstance(value, bool) else default
-    if isinstance(value, bool) or value is None:
-        return default
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if kind is os.PathLike and isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value if isinstance(value, kind) else default
-
-
-def search_params(command: str | Sequence[str]) -> SearchParams | None:
-    """The :class:`SearchParams` of a ``kd-search ...`` command line (a string or an argv), or ``None`` for another
-    program. The options are parsed by kd-search's own click command (``--opt value``, ``--opt=value``, any order,
-    old spellings included); a value kd-search would reject is left at its default (``mode``: ``None``)."""
-    argv = shlex.split(command) if isinstance(command, str) else list(command)
-    if not argv or argv[0] != "kd-search":
-        return None
-    from kd_pyserini.cli.search import main as kd_search
-
-    ctx = kd_search.make_context("kd-search", argv[1:], resilient_parsing=True)
-    return SearchParams.from_params(ctx.params)
+    return read_spec(run_file)
 
 
 def median_ms(fn: Callable[[T], Any], items: Sequence[T], warmup: int) -> tuple[float, list[Any]]:
@@ -105,14 +50,13 @@ def median_ms(fn: Callable[[T], Any], items: Sequence[T], warmup: int) -> tuple[
     return 1000.0 * (times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2), out
 
 
-def _dense_ms(p: SearchParams, sample: list[str], warmup: int) -> float:
+def _dense_ms(spec: SearchSpec, sample: list[str], warmup: int) -> float:
     import torch
 
-    from kd_pyserini.search import DenseSearcher
+    from kd_pyserini.search import pipeline
 
-    searcher = DenseSearcher(p.index, p.encoder, device=p.device, precision=p.precision, batch_size=p.batch_size,
-                             threads=p.threads, query_max_length=p.query_max_length, ef_search=p.ef_search,
-                             nprobe=p.nprobe, check=p.check)
+    assert spec.dense is not None
+    searcher = pipeline.open_dense(spec.dense, spec.encoding, spec.threads)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one query per core: intra-op threads only add overhead for a 30-token query
     try:
@@ -122,45 +66,46 @@ def _dense_ms(p: SearchParams, sample: list[str], warmup: int) -> float:
     finally:
         torch.set_num_threads(torch_threads)
     # second pass, after encoding: torch's and FAISS's thread pools never fight over the cores
-    search_ms, _ = median_ms(lambda v: searcher.search_vectors(v, p.hits), vectors, min(warmup, len(vectors) - 1))
+    hits = spec.hits
+    search_ms, _ = median_ms(lambda v: searcher.search_vectors(v, hits), vectors, min(warmup, len(vectors) - 1))
     return encode_ms + search_ms
 
 
-def _bm25_ms(p: SearchParams, sample: list[str], warmup: int) -> float:
-    from kd_pyserini.search import Bm25Searcher
+def _bm25_ms(spec: SearchSpec, sample: list[str], warmup: int) -> float:
+    from kd_pyserini.search import pipeline
 
-    searcher = Bm25Searcher(p.index, k1=p.k1, b=p.b, threads=1)
-    return median_ms(lambda q: searcher.search(q, p.hits), sample, warmup)[0]
+    assert spec.bm25 is not None
+    searcher = pipeline.open_bm25(spec.bm25, threads=1)
+    return median_ms(lambda q: searcher.search(q, spec.hits), sample, warmup)[0]
 
 
-def probe_latency(search: SearchParams | str, queries: Sequence[str], n: int = 100, warmup: int = 3) -> float | None:
+def probe_latency(spec: SearchSpec | None, queries: Sequence[str], n: int = 100, warmup: int = 3) -> float | None:
     """Median single-query latency (ms) of a dense or BM25 search, measured in this process.
 
     The encoder, index and searcher are loaded first (not timed); then up to ``n`` queries are sent one at a time,
     as a user would send them, after ``warmup`` untimed ones, and the median is taken (robust to other load on the
     machine). Dense: median query-encoding time + median FAISS search time of one query vector (timed in two
     passes, so torch's and FAISS's thread pools do not fight over the cores; encoding on one torch thread, after a
-    warm-up pass over the sample); BM25: one Lucene search. This is the *query latency* of the Margin-MSE paper's
-    efficiency figure, without the start-up costs that the command's own elapsed time includes.
+    warm-up pass over the sample); BM25: one Lucene search (one thread). This is the *query latency* of the
+    Margin-MSE paper's efficiency figure, without the start-up costs that the command's own elapsed time includes.
 
     Args:
-        search: the search's settings, or a ``kd-search ...`` command line (read by :func:`search_params`).
+        spec: the search (:class:`~kd_pyserini.search.spec.SearchSpec`, e.g. :func:`probe_spec` of a run file).
         queries: query texts, in order.
         n: queries timed.
         warmup: untimed queries first.
 
     Returns:
-        Milliseconds per query, or ``None`` for other modes (re-ranking, hybrid, none or an unknown one), a dense
-        search without ``index``/``encoder``, a BM25 search without ``index``, or no queries.
+        Milliseconds per query, or ``None`` for other searches (re-rank stages, hybrid, a candidates file), no spec,
+        or no queries.
     """
-    params = search_params(search) if isinstance(search, str) else search
-    if params is None or not queries or n <= 0:
+    if spec is None or not queries or n <= 0 or spec.rerank:
         return None
     sample = list(queries)[: warmup + n]
-    if params.mode == "dense" and params.encoder and params.index:
-        return _dense_ms(params, sample, warmup)
-    if params.mode == "bm25" and params.index:
-        return _bm25_ms(params, sample, warmup)
+    if spec.first_stage == "dense" and spec.dense is not None:
+        return _dense_ms(spec, sample, warmup)
+    if spec.first_stage == "bm25" and spec.bm25 is not None:
+        return _bm25_ms(spec, sample, warmup)
     return None
 
 

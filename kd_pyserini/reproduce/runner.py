@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from kd_pyserini.progress import PROGRESS_ENV, progress_enabled
 from kd_pyserini.reproduce.availability import build_resolver, check_condition
-from kd_pyserini.reproduce.latency import PROBE_SOURCE, probe_latency, search_params, sidecar_latency
+from kd_pyserini.reproduce.latency import PROBE_SOURCE, probe_latency, probe_spec, sidecar_latency
 from kd_pyserini.reproduce.matrix import COMMAND_MODULES, Condition, Matrix, MatrixError, Resolver, load_matrices
 from kd_pyserini.reproduce.verdicts import (ERROR, FAIL, NOT_RUNNABLE, PASS, RUNNABLE, Result, Row, checkable,
                                             compare, overall_status, short_problem, unmeasured_rows)
@@ -132,16 +132,17 @@ def _failed(result: Result, cond: Condition, matrix: Matrix, problem: str, logs:
 def _latency(cond: Condition, matrix: Matrix, search_cmds: list[str], run_file: Path, latency_queries: int,
              dep_latencies: Mapping[str, float | None], search_wall: float | None, n_queries: int,
              echo: Echo) -> tuple[float | None, str | None]:
-    """A produced condition's latency (ms/query) and its source: the in-process probe of its one kd-search, else
+    """A produced condition's latency (ms/query) and its source: the in-process probe of its one kd-search (the
+    search its run's sidecar records, :func:`~kd_pyserini.reproduce.latency.probe_spec`), else
     kd-search's sidecar, else (hybrids made by kd-fuse) the sum of the fused runs', else the search's wall time."""
     lat, src = None, None
     if latency_queries > 0 and len(search_cmds) == 1:
         from kd_pyserini.resources import get_topics
 
         try:
-            params = search_params(search_cmds[0])
-            if params is not None:
-                lat = probe_latency(params, list(get_topics(matrix.topics).values()), n=latency_queries)
+            spec = probe_spec(run_file)
+            if spec is not None:
+                lat = probe_latency(spec, list(get_topics(matrix.topics).values()), n=latency_queries)
             src = PROBE_SOURCE.format(n=latency_queries) if lat is not None else None
         except Exception as e:  # noqa: BLE001  (timing is a bonus: never fail the reproduction over it)
             echo(f"  latency probe failed ({type(e).__name__}: {e}); using the run's sidecar")

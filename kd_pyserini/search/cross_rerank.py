@@ -3,9 +3,11 @@
 The stage after any first stage: a top1000-style file or a run plus its corpus (:func:`~kd_pyserini.search.
 read_candidates`), BM25 with the Lucene index's stored text (:func:`~kd_pyserini.search.bm25_candidates`), or a
 dense / hybrid run made in the same process. Cross-encoders cost one forward pass per pair, so the default depth is
-:data:`CROSS_ENCODER_DEPTH` (100) where a bi-encoder re-ranks :data:`BI_ENCODER_DEPTH` (1000). The model is a
-:class:`kd_pyserini.encoding.cross_encoder.CrossEncoder` (no Pyserini, no Java); all pairs of all queries go through
-one length-sorted pass. For a Pyserini hit list use :func:`kd_pyserini.encoding.cross_encoder.rerank_hits`.
+:data:`CROSS_ENCODER_DEPTH` (100) where a bi-encoder re-ranks :data:`BI_ENCODER_DEPTH` (1000). The model is any
+re-ranker :func:`kd_pyserini.encoding.rerankers.load_reranker` builds (a
+:class:`kd_pyserini.encoding.cross_encoder.CrossEncoder` for BERT_CAT; no Pyserini, no Java); all pairs of all queries
+go through one ``score_pairs`` call (length-sorted). For a Pyserini hit list use
+:func:`kd_pyserini.encoding.cross_encoder.rerank_hits`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from kd_pyserini.candidates import Candidates
-from kd_pyserini.encoding.cross_encoder import CrossEncoder
 from kd_pyserini.search.topics import resolve_topics
 from kd_pyserini.trec_io import Run, rank
 
@@ -39,7 +40,9 @@ def cross_rerank(candidates: Candidates | Run, texts: Mapping[str, str] | None, 
         candidates: :class:`~kd_pyserini.candidates.Candidates` (their texts and queries are used) or a run
             ``{qid: {docid: score}}`` (first-stage order = its trec_eval order).
         texts: ``{docid: passage}`` (``None``: the candidates' own).
-        reranker: a loaded :class:`CrossEncoder`, or a re-ranker card name / hub id / folder.
+        reranker: a loaded re-ranker (anything with ``score_pairs``, e.g. a
+            :class:`~kd_pyserini.encoding.cross_encoder.CrossEncoder`), or a re-ranker card name / hub id / folder
+            (built by :func:`~kd_pyserini.encoding.rerankers.load_reranker`, by its card's kind).
         depth: candidates re-scored per query; the rest are dropped (as :func:`kd_pyserini.search.rerank` does).
         hits: documents kept per query in the output (default: ``depth``).
         topics: queries (name, file, dict); needed unless the candidates carry their queries.
@@ -66,8 +69,13 @@ def cross_rerank(candidates: Candidates | Run, texts: Mapping[str, str] | None, 
     if missing:
         raise ValueError(f"no passage text for {len(missing)} candidates (e.g. {sorted(missing)[0]!r}); give the "
                          "corpus the first stage ranked")
-    encoder = reranker if isinstance(reranker, CrossEncoder) else CrossEncoder(
-        reranker, device=device, precision=precision, batch_size=batch_size, max_length=max_length)
+    if hasattr(reranker, "score_pairs"):
+        encoder = reranker
+    else:
+        from kd_pyserini.encoding.rerankers import load_reranker
+
+        encoder = load_reranker(reranker, device=device, precision=precision, batch_size=batch_size,
+                                max_length=max_length)
     qids = list(lists)
     pids = list(dict.fromkeys(d for ds in lists.values() for d in ds))
     where = {d: j for j, d in enumerate(pids)}

@@ -195,8 +195,13 @@ def missing_query_messages(run: Run, qrels: Mapping[str, Mapping[str, int]], sou
 
 
 def qrels_for(topics: Topics, qrels: str | None):
-    """``(qrels, name)`` for ``--qrels`` or the topics' own qrels; ``(None, None)`` when there are none."""
-    from kd_pyserini.resources import get_qrels
+    """``(qrels, name)`` for ``--qrels`` or the topics' own qrels; ``(None, None)`` when the topics have none.
+
+    Raises:
+        FormatError: a qrels file that exists but is malformed (``file:line: what``): never taken for "no qrels".
+        ResourceNotFound: ``qrels`` was given and cannot be found.
+    """
+    from kd_pyserini.resources import ResourceNotFound, get_qrels
 
     if qrels:
         return get_qrels(qrels), qrels
@@ -204,7 +209,7 @@ def qrels_for(topics: Topics, qrels: str | None):
         return None, None
     try:
         return get_qrels(topics.name), topics.name
-    except Exception as e:  # noqa: BLE001  (no qrels is not an error for a search)
+    except ResourceNotFound as e:  # no qrels is not an error for a search; a malformed file is
         log.info("no qrels for %s: %s", topics.name, e)
         return None, None
 

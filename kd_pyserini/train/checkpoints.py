@@ -207,22 +207,21 @@ def check_resume_settings(ckpt: Path, saved: Mapping[str, Any], now: Mapping[str
 
 # ------------------------------------------------------------------------------------------------ trainer state
 
-_RESTORED = ("step", "epoch", "batch_in_epoch", "best_metric", "best_step", "bad_validations", "train_seconds",
-             "triples_seen")
-
-
 def trainer_state(trainer: Any, rng: list[dict[str, Any]]) -> dict[str, Any]:
-    """What :data:`STATE_FILE` holds for a :class:`~kd_pyserini.train.trainer.MarginMSETrainer` (``rng``: every
-    rank's :func:`rng_state`)."""
-    return {"format": 1, **{k: getattr(trainer, k) for k in _RESTORED},
+    """What :data:`STATE_FILE` holds for a :class:`~kd_pyserini.train.trainer.MarginMSETrainer`: its
+    :class:`~kd_pyserini.train.state.TrainerState` (``state_dict()``), the optimizer, scheduler and scaler states,
+    ``rng`` (every rank's :func:`rng_state`), the settings a resume must match and the recipe that was applied
+    (:meth:`~kd_pyserini.train.config.TrainConfig.applied_recipe`: the preset and its overrides)."""
+    return {"format": 1, **trainer.state.state_dict(),
             "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler else None, "rng": rng,
-            "validations": trainer.validations, "settings": trainer.settings(), "num_triples": len(trainer.data)}
+            "settings": trainer.settings(), "recipe_applied": trainer.cfg.applied_recipe(),
+            "num_triples": len(trainer.data)}
 
 
 def load_state(trainer: Any, ckpt: Path, settings: Mapping[str, Any], force: bool) -> None:
-    """Restore ``trainer`` from ``ckpt`` after :func:`check_resume_settings` (the RNG state is kept in
-    ``trainer._rng_to_restore``: it is set when training starts, after validation at step 0)."""
+    """Restore ``trainer`` from ``ckpt`` after :func:`check_resume_settings` (its ``state.load_state_dict``; this
+    process's RNG state goes to ``state.rng_to_restore``, set when training starts, after validation at step 0)."""
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
     saved = dict(state.get("settings") or {})
     if "num_triples" in state:
@@ -232,15 +231,13 @@ def load_state(trainer: Any, ckpt: Path, settings: Mapping[str, Any], force: boo
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.scaler is not None and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
-    for key in _RESTORED:
-        setattr(trainer, key, state[key])
-    trainer.validations = list(state["validations"])
+    trainer.state.load_state_dict(state)
     rngs = state["rng"]
     world, rank = trainer.dist.world_size, trainer.dist.rank
     if len(rngs) != world:
         log.warning("checkpoint has RNG states for %d process(es), this run has %d: dropout randomness differs",
                     len(rngs), world)
-    trainer._rng_to_restore = rngs[rank % len(rngs)]
+    trainer.state.rng_to_restore = rngs[rank % len(rngs)]
 
 
 # ------------------------------------------------------------------------------------------------ writing

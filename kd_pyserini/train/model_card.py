@@ -128,34 +128,31 @@ def _in_batch_key(name: str, scale: float, qlen: int | None, plen: int | None) -
 
 def reproduce_command(args: dict[str, Any], output: str = "OUTPUT") -> str:
     """The ``kd-train`` command line that trains the same model (``args``: ``training_args.json``): the recipe's
-    command plus every model-relevant option that differs from its default."""
-    import click
+    command plus every model-relevant option that differs from the preset's value (the options are
+    :class:`~kd_pyserini.train.config.TrainConfig`'s fields, as ``kd-train`` generates them)."""
+    from dataclasses import MISSING, fields
 
-    from kd_pyserini.cli import train as cli
+    from kd_pyserini.train.config import PRESETS, TrainConfig
 
     recipe = str(args.get("recipe") or "margin-mse")
-    command = cli.tas_b_cmd if recipe == "tas-b" else cli.margin_mse_cmd
-    parts = ["kd-train", recipe]
-    for param in command.params:
-        if not isinstance(param, click.Option) or param.name in _NOT_REPRODUCED:
+    preset = PRESETS.get(recipe, PRESETS["margin-mse"])
+    parts = ["kd-train", preset.name]
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True) or f.name in _NOT_REPRODUCED or f.name not in args:
             continue
-        key = {"compile_": "compile", "measures": "validation_measures"}.get(param.name, param.name)
-        if key not in args:
-            continue
-        value = args[key]
-        if key == "validation_measures":
-            value = ",".join(value or ())
+        value, default = args[f.name], preset.default(f.name, f.default)
+        if f.name == "validation_measures":
             if not args.get("validation_candidates"):
                 continue
-        if recipe == "tas-b" and key in ("query_max_length", "passage_max_length") and \
-                value == dict(zip(("query_max_length", "passage_max_length"), cli.TAS_B_LENGTHS))[key]:
-            continue
-        flag = max(param.opts, key=len)
-        if param.is_flag:
+            value, default = ",".join(value or ()), ",".join(default)
+        flag = meta.get("flag") or f"--{f.name.replace('_', '-')}"
+        flag = max((flag,) if isinstance(flag, str) else flag, key=len)
+        if meta.get("kind") == "flag":
             if value:
                 parts.append(flag)
             continue
-        if value is None or value == param.default or str(value) == str(param.default):
+        if value is None or (default is not MISSING and (value == default or str(value) == str(default))):
             continue
         parts += [flag, _quote(str(value))]
     parts += ["--output", _quote(output)]

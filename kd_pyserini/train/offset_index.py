@@ -18,7 +18,7 @@ import contextlib
 import gzip
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,6 +82,7 @@ class OffsetIndex:
         self.skipped = 0
         self._texts: dict[str, str] | None = None
         self._fd: int | None = None
+        self._dense = False
         if str(self.path).endswith(".gz"):
             log.warning("%s is gzipped, so it cannot be read by byte offset: holding its texts in memory (gunzip it "
                         "to keep memory flat)", self.path)
@@ -199,6 +200,24 @@ class OffsetIndex:
             return int(self._key_rows[j])
         return -1
 
+    def ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The id on each of ``rows`` (the inverse of :meth:`row`), read from the lookup arrays in one pass.
+
+        Raises:
+            TypeError: an in-memory (gzipped) index, which has no rows.
+        """
+        if self._texts is not None:
+            raise TypeError("an in-memory (gzipped) index has no rows; use get()")
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._dense:
+            held = np.flatnonzero(self._slot >= 0)
+            row_id = np.empty(len(held), dtype=np.int64)
+            row_id[self._slot[held]] = held
+            return [str(x) for x in row_id[rows].tolist()]
+        row_key = np.empty(len(self._keys), dtype=self._keys.dtype)
+        row_key[self._key_rows] = self._keys
+        return [k.decode("utf-8") for k in row_key[rows].tolist()]
+
     def __contains__(self, key: str) -> bool:
         if self._texts is not None:
             return key.strip() in self._texts
@@ -217,6 +236,12 @@ class OffsetIndex:
         if r < 0:
             raise KeyError(key)
         return self.text_at(r)
+
+    @property
+    def integer_ids(self) -> bool:
+        """Whether the ids are looked up as integers in a slot table (small non-negative integer ids, e.g. MS
+        MARCO's), rather than by binary search over sorted byte strings."""
+        return bool(self._dense)
 
     @property
     def in_memory(self) -> bool:

@@ -121,62 +121,6 @@ class QueryKeys(Sequence[str]):
         return self.names[int(self.codes[i])]
 
 
-def _offset_index_ids(index: Any, rows: np.ndarray) -> list[str]:
-    """The ids on ``rows`` of an :class:`~kd_pyserini.train.offset_index.OffsetIndex` (read from its lookup arrays;
-    checked against ``row()`` on a few rows)."""
-    if index._dense:
-        slot = index._slot
-        held = np.flatnonzero(slot >= 0)
-        row_id = np.empty(len(held), dtype=np.int64)
-        row_id[slot[held]] = held
-        ids = [str(x) for x in row_id[rows].tolist()]
-    else:
-        row_key = np.empty(len(index._keys), dtype=index._keys.dtype)
-        row_key[index._key_rows] = index._keys
-        ids = [k.decode("utf-8") for k in row_key[rows].tolist()]
-    for q, r in list(zip(ids, rows.tolist()))[:: max(1, len(ids) // 8)]:
-        if index.row(q) != r:  # pragma: no cover - guards against a change of OffsetIndex's internals
-            raise RuntimeError(f"{index.path}: row {r} does not map back to id {q!r}")
-    return ids
-
-
-def _text_codes(data: Any) -> tuple[list[str], np.ndarray, list[int]]:
-    """Distinct query texts of a text teacher file, each triple's index into them, and each text's first line."""
-    from kd_pyserini.train.offset_index import open_bytes
-
-    codes = np.empty(len(data), dtype=np.int32)
-    seen: dict[Any, int] = {}
-    texts: list[str] = []
-    lines: list[int] = []
-    if data._rows is not None:  # a .gz file: rows in memory, no line numbers kept
-        for i, (q, _, _) in enumerate(data._rows):
-            c = seen.get(q)
-            if c is None:
-                c = seen[q] = len(texts)
-                texts.append(q)
-                lines.append(0)
-            codes[i] = c
-        return texts, codes, lines
-    offsets = data._offsets.tolist()
-    j = 0
-    with open_bytes(data.path) as (f, pos):
-        for no, raw in enumerate(f, 1):
-            start, pos = pos, pos + len(raw)
-            if j >= len(offsets) or start != offsets[j]:
-                continue  # a blank or skipped line
-            q = raw.split(b"\t", 3)[2]
-            c = seen.get(q)
-            if c is None:
-                c = seen[q] = len(texts)
-                texts.append(q.decode("utf-8", errors="replace"))
-                lines.append(no)
-            codes[j] = c
-            j += 1
-    if j != len(codes):  # pragma: no cover - the file changed since it was loaded
-        raise SamplingError(f"{data.path} changed since it was read ({j} of {len(codes)} triples found again)")
-    return texts, codes, lines
-
-
 def _qids_for_texts(texts: list[str], lines: list[int], data: Any, queries: Any) -> list[str]:
     """The qid of each text from a ``qid<TAB>text`` file (the first qid of a text listed twice)."""
     from kd_pyserini.train.offset_index import open_bytes
@@ -210,27 +154,19 @@ def query_keys(data: Any, queries: str | os.PathLike | Any = None) -> QueryKeys:
       ``queries``, :func:`text_key` of the text;
     * any other sequence of :class:`~kd_pyserini.train.batches.Triple`: :func:`text_key` of each query text.
     """
-    from kd_pyserini.train.teacher_files import IdTeacherData, JsonlTeacherData, TextTeacherData
+    from kd_pyserini.train.teacher_files import QueryColumn, TeacherData
 
-    if isinstance(data, IdTeacherData):
-        if data._keys is not None:  # in-memory (gzipped) indexes
-            seen: dict[str, int] = {}
-            codes = np.array([seen.setdefault(k[0], len(seen)) for k in data._keys], dtype=np.int32)
-            return QueryKeys(list(seen), codes)
-        rows, inverse = np.unique(data._refs[:, 0], return_inverse=True)
-        return QueryKeys(_offset_index_ids(data.queries, rows), inverse.astype(np.int32).ravel(), rows=rows)
-    lines: list[int] = []
-    if isinstance(data, TextTeacherData):
-        texts, codes, lines = _text_codes(data)
-    elif isinstance(data, JsonlTeacherData):
-        tids, inverse = np.unique(data._refs[:, 0], return_inverse=True)
-        texts, codes = [data.texts[t] for t in tids.tolist()], inverse.astype(np.int32).ravel()
+    if isinstance(data, TeacherData):
+        col = data.query_keys()
     else:
         index: dict[str, int] = {}
         codes = np.array([index.setdefault(data[i].query, len(index)) for i in range(len(data))], dtype=np.int32)
-        texts = list(index)
-    if queries is not None and isinstance(data, (TextTeacherData, JsonlTeacherData)):
-        names = _qids_for_texts(texts, lines or [0] * len(texts), data, queries)
+        col = QueryColumn("texts", list(index), codes)
+    if col.kind == "ids":
+        return QueryKeys(col.names, col.codes, rows=col.rows)
+    texts, codes = col.names, col.codes
+    if queries is not None and isinstance(data, TeacherData):
+        names = _qids_for_texts(texts, col.lines or [0] * len(texts), data, queries)
     else:
         names = [text_key(t) for t in texts]
     return _merged(names, codes, texts)

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,31 @@ from kd_pyserini.train.batches import Triple
 from kd_pyserini.train.offset_index import OffsetIndex, open_bytes, utf8_error
 from kd_pyserini.trec_io import FormatError
 
-__all__ = ["TeacherData", "IdTeacherData", "TextTeacherData", "JsonlTeacherData", "load_teacher",
+__all__ = ["QueryColumn", "TeacherData", "IdTeacherData", "TextTeacherData", "JsonlTeacherData", "load_teacher",
            "detect_teacher_format", "TEACHER_FORMATS", "check_scores"]
 
 log = logging.getLogger(__name__)
 TEACHER_FORMATS = ("auto", "ids", "text", "jsonl")
 _MAX_BAD_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class QueryColumn:
+    """The query of every triple of a teacher file, compactly (what :meth:`TeacherData.query_keys` returns).
+
+    Attributes:
+        kind: ``ids`` (``names`` are qids) or ``texts`` (``names`` are query texts).
+        names: one per distinct query.
+        codes: per triple, an index into ``names`` (int32).
+        rows: id files read from disk: each name's row in the queries file (else ``None``).
+        lines: text files read from disk: each text's first line (1-based; 0 or ``None`` when unknown).
+    """
+
+    kind: str
+    names: list[str]
+    codes: np.ndarray
+    rows: np.ndarray | None = None
+    lines: list[int] | None = None
 
 
 class TeacherData(Sequence[Triple]):
@@ -103,6 +123,12 @@ class TeacherData(Sequence[Triple]):
     def margins(self) -> np.ndarray:
         """All teacher margins as float32 (for statistics)."""
         raise NotImplementedError
+
+    def query_keys(self) -> QueryColumn:
+        """The query of every triple (:class:`QueryColumn`); here by query text, read through ``self[i]``."""
+        index: dict[str, int] = {}
+        codes = np.array([index.setdefault(self[i].query, len(index)) for i in range(len(self))], dtype=np.int32)
+        return QueryColumn("texts", list(index), codes)
 
     def describe(self) -> dict[str, Any]:
         m = self.margins()
@@ -226,6 +252,16 @@ class IdTeacherData(TeacherData):
         return self._scores[:, 0] - self._scores[:, 1]
 
 
+    def query_keys(self) -> QueryColumn:
+        """The qid of every triple (:class:`QueryColumn` of kind ``ids``; ``rows``: the queries file's rows)."""
+        if self._keys is not None:  # in-memory (gzipped) indexes
+            seen: dict[str, int] = {}
+            codes = np.array([seen.setdefault(k[0], len(seen)) for k in self._keys], dtype=np.int32)
+            return QueryColumn("ids", list(seen), codes)
+        rows, inverse = np.unique(self._refs[:, 0], return_inverse=True)
+        return QueryColumn("ids", self.queries.ids(rows), inverse.astype(np.int32).ravel(), rows=rows)
+
+
 class TextTeacherData(TeacherData):
     """``pos_score<TAB>neg_score<TAB>query<TAB>pos<TAB>neg``; lines re-read by offset (in memory for ``.gz``)."""
 
@@ -285,6 +321,43 @@ class TextTeacherData(TeacherData):
         self.__dict__.update(state)
         if self._rows is None:
             self._fd = os.open(self.path, os.O_RDONLY)
+
+
+    def query_keys(self) -> QueryColumn:
+        """The query text of every triple (:class:`QueryColumn` of kind ``texts``), with each text's first line
+        (a ``.gz`` file keeps no line numbers: 0)."""
+        codes = np.empty(len(self), dtype=np.int32)
+        seen: dict[Any, int] = {}
+        texts: list[str] = []
+        lines: list[int] = []
+        if self._rows is not None:  # a .gz file: rows in memory, no line numbers kept
+            for i, (q, _, _) in enumerate(self._rows):
+                c = seen.get(q)
+                if c is None:
+                    c = seen[q] = len(texts)
+                    texts.append(q)
+                    lines.append(0)
+                codes[i] = c
+            return QueryColumn("texts", texts, codes, lines=lines)
+        offsets = self._offsets.tolist()
+        j = 0
+        with open_bytes(self.path) as (f, pos):
+            for no, raw in enumerate(f, 1):
+                start, pos = pos, pos + len(raw)
+                if j >= len(offsets) or start != offsets[j]:
+                    continue  # a blank or skipped line
+                q = raw.split(b"\t", 3)[2]
+                c = seen.get(q)
+                if c is None:
+                    c = seen[q] = len(texts)
+                    texts.append(q.decode("utf-8", errors="replace"))
+                    lines.append(no)
+                codes[j] = c
+                j += 1
+        if j != len(codes):  # pragma: no cover - the file changed since it was loaded
+            raise ValueError(f"{self.path} changed since it was read ({j} of {len(codes)} triples found again); "
+                             "do not edit a teacher file during training")
+        return QueryColumn("texts", texts, codes, lines=lines)
 
 
 class JsonlTeacherData(TeacherData):
@@ -380,6 +453,11 @@ class JsonlTeacherData(TeacherData):
 
     def margins(self) -> np.ndarray:
         return self._scores[:, 0] - self._scores[:, 1]
+
+    def query_keys(self) -> QueryColumn:
+        """The query text of every triple (:class:`QueryColumn` of kind ``texts``)."""
+        tids, inverse = np.unique(self._refs[:, 0], return_inverse=True)
+        return QueryColumn("texts", [self.texts[t] for t in tids.tolist()], inverse.astype(np.int32).ravel())
 
 
 def detect_teacher_format(path: str | os.PathLike, collection: Any = None, queries: Any = None) -> str:

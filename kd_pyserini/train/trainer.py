@@ -52,12 +52,27 @@ from kd_pyserini.train.objective import batch_loss
 from kd_pyserini.train.parts import WarmupLinearDecay, autocast, make_optimizer, make_validator, pick_device
 from kd_pyserini.train.recipe import (CLUSTERS_FILE, card_argument, clusters_digest, make_in_batch_teacher,
                                      make_sampler)
+from kd_pyserini.train.state import TrainerState
 from kd_pyserini.train.teacher_files import TeacherData, load_teacher
 from kd_pyserini.train.train_log import TrainLog
 
 __all__ = ["MarginMSETrainer", "train_margin_mse"]
 
 log = logging.getLogger(__name__)
+
+
+class _InState:
+    """A trainer attribute that lives in its :class:`~kd_pyserini.train.state.TrainerState` (``trainer.step`` is
+    ``trainer.state.step``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.state, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.state, self.name, value)
 
 
 class MarginMSETrainer:
@@ -71,7 +86,21 @@ class MarginMSETrainer:
 
     Raises (on construction): OutputInUseError (``output`` holds another run), ResumeMismatchError (``resume`` with
     other settings, without ``force``), FileNotFoundError, FormatError, ValueError.
+
+    Where training stands is :attr:`state` (a :class:`~kd_pyserini.train.state.TrainerState`, what a checkpoint
+    saves with ``state_dict()`` and a resume restores with ``load_state_dict()``); ``step``, ``epoch`` and the other
+    position fields read and write it.
     """
+
+    step = _InState()
+    epoch = _InState()
+    batch_in_epoch = _InState()
+    best_metric = _InState()
+    best_step = _InState()
+    bad_validations = _InState()
+    train_seconds = _InState()
+    triples_seen = _InState()
+    validations = _InState()
 
     def __init__(self, config: TrainConfig, data: TeacherData | None = None,
                  on_step: Callable[["MarginMSETrainer"], None] | None = None):
@@ -138,20 +167,11 @@ class MarginMSETrainer:
         self.in_batch_loss = InBatchMarginMSELoss()
 
         # training position and bookkeeping (all restored by resume)
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.best_metric: float | None = None
-        self.best_step: int | None = None
-        self.bad_validations = 0
-        self.validations: list[dict[str, Any]] = []
-        self.train_seconds = 0.0
-        self.triples_seen = 0
+        self.state = TrainerState()
         self.last_checkpoint: Path | None = None
         self._confirmed: Path | None = None  # the newest checkpoint whose weights then gave a finite loss
         self._last_batch: Batch | None = None
         self.history: list[dict[str, Any]] = []
-        self._rng_to_restore: dict[str, Any] | None = None
         if self.resume_dir is not None:
             self._load_state(self.resume_dir)
         csv_path = Path(cfg.log_csv) if cfg.log_csv else self.output / "train_log.csv"
@@ -195,7 +215,9 @@ class MarginMSETrainer:
 
     def _train_info(self, **extra: Any) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "teacher": str(self.cfg.teacher),
-                "student": self.cfg.student, "loss": self.cfg.recipe, "in_batch_weight": self.cfg.in_batch_weight,
+                "student": self.cfg.student, "loss": self.cfg.recipe,
+                "recipe_applied": self.cfg.applied_recipe(),
+                "in_batch_weight": self.cfg.in_batch_weight,
                 "student_layers": self.cfg.student_layers, "sampling": self.cfg.sampling,
                 "in_batch_teacher": self.cfg.in_batch_teacher,
                 "query_max_length": self.query_max_length, "passage_max_length": self.passage_max_length, **extra}
@@ -334,7 +356,8 @@ class MarginMSETrainer:
             self.output.mkdir(parents=True, exist_ok=True)
             for stale in self.output.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            args = {**dataclasses.asdict(cfg), "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+            args = {**dataclasses.asdict(cfg), "recipe_applied": cfg.applied_recipe(),
+                    "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
                     "world_size": self.dist.world_size, "device": str(self.device),
                     "data": self.data.describe() if hasattr(self.data, "describe") else None,
                     "card": self.card.describe()}
@@ -355,8 +378,8 @@ class MarginMSETrainer:
             if self.validator is not None and self.step == 0:
                 metrics = self.validate()
                 self._log_row({"step": 0, "epoch": 0, **{f"val_{k}": v for k, v in metrics.items()}})
-            if self._rng_to_restore is not None:
-                ck.set_rng_state(self._rng_to_restore)
+            if self.state.rng_to_restore is not None:
+                ck.set_rng_state(self.state.rng_to_restore)
             stopped_early = self._loop()
             self._require_finite_vectors("the final model")  # and so the newest checkpoint's weights are good
             final = self._save_model(self.output, final=True, best_step=self.best_step)
