@@ -50,3 +50,69 @@ def test_files_and_folders_follow_the_umask(tmp_path: Path, umask: int, file_mod
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == file_mode
     assert stat.S_IMODE((tmp_path / "index").stat().st_mode) == dir_mode
 
+
+
+# ------------------------------------------------------------------ the other base-layer plumbing: locks, lazy names
+
+class _Busy(Exception):
+    pass
+
+
+def test_process_lock_refuses_a_second_holder_naming_the_first_pid(tmp_path: Path):
+    """One file lock for every writer (kd_pyserini.locks): a second holder, even in this process, fails at once with
+    the caller's own error built from the holder's pid; the pid is in the file while the lock is held."""
+    from kd_pyserini.locks import ProcessLock
+
+    path = tmp_path / "sub" / "out.lock"
+    with ProcessLock(path, lambda pid: _Busy(f"held by pid {pid}")) as first:
+        assert first.held and path.read_text().strip() == str(os.getpid())
+        with pytest.raises(_Busy, match=f"held by pid {os.getpid()}$"):
+            ProcessLock(path, lambda pid: _Busy(f"held by pid {pid}")).acquire()
+    assert path.exists() and not first.held  # remove=False: the (unlocked, harmless) file stays
+    again = ProcessLock(path, _Busy).acquire()  # a released lock can be taken again
+    again.close()
+
+
+def test_process_lock_remove_deletes_the_file_and_a_waiter_locks_the_new_one(tmp_path: Path):
+    from kd_pyserini.locks import ProcessLock
+
+    path = tmp_path / "RUN.lock"
+    lock = ProcessLock(path, _Busy, remove=True).acquire()
+    stale_fd = os.open(path, os.O_RDWR)  # a waiter that opened the file before the holder removed it
+    lock.release()
+    assert not path.exists()
+    os.close(stale_fd)
+    with ProcessLock(path, _Busy, remove=True) as second:
+        assert second.held and path.exists()
+    assert not path.exists()
+
+
+def test_a_lock_of_a_killed_process_does_not_block(tmp_path: Path):
+    """flock locks die with their process: a lock file left by a killed holder is no stale lock."""
+    import subprocess
+    import sys
+
+    from kd_pyserini.locks import ProcessLock
+
+    path = tmp_path / ".lock"
+    code = ("import os, sys; from kd_pyserini.locks import ProcessLock; "
+            f"ProcessLock({str(path)!r}, RuntimeError).acquire(); os._exit(137)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 137
+    assert path.exists()
+    ProcessLock(path, _Busy).acquire().release()
+
+
+def test_lazy_exports_import_on_first_access():
+    import types
+
+    from kd_pyserini.lazy import lazy_exports
+
+    get = lazy_exports("pkg", {"dumps": "json"})
+    import json
+
+    assert get("dumps") is json.dumps
+    with pytest.raises(AttributeError, match="module 'pkg' has no attribute 'loads'"):
+        get("loads")
+    import kd_pyserini.teacher as teacher
+
+    assert isinstance(teacher, types.ModuleType) and teacher.TeacherSpec.__module__ == "kd_pyserini.encoding.scorers"

@@ -501,6 +501,12 @@ def test_rooms_and_entry_points():
     for name in ("METADATA_FILENAME", "IncompatibleIndexError", "check_index_compatible", "load_docids",
                  "read_metadata", "package_versions", "raw_contents"):
         assert getattr(layout, name) is getattr(__import__("kd_pyserini.index", fromlist=[name]), name)
+    from kd_pyserini import index_meta  # the read side, below the Pyserini adapters that use it too
+    from kd_pyserini.encoding.fingerprint import weights_fingerprint
+
+    for name in ("METADATA_FILENAME", "IncompatibleIndexError", "check_index_compatible", "read_metadata"):
+        assert getattr(index_meta, name) is getattr(layout, name)
+    assert __import__("kd_pyserini.index", fromlist=["x"]).weights_fingerprint is weights_fingerprint
     from kd_pyserini.index import main as package_main
 
     assert package_main is main

@@ -9,8 +9,12 @@ Dense-only work (encoding, dense indexing and search, training) imports this pac
 
 Modules: :mod:`~kd_pyserini.encoding.device` (device and precision), :mod:`~kd_pyserini.encoding.loading` (model
 loading), :mod:`~kd_pyserini.encoding.pooling` (padding and pooling), :mod:`~kd_pyserini.encoding.fast_linear`
-(oneDNN linear), :mod:`~kd_pyserini.encoding.int8` (int8 quantisation), :mod:`~kd_pyserini.encoding.text_encoder`
-(:class:`TextEncoder`). Re-rankers, one module per kind of the paper's model family (Hofstätter et al. 2020, arXiv
+(oneDNN linear), :mod:`~kd_pyserini.encoding.int8` (int8 quantisation), :mod:`~kd_pyserini.encoding.batching`
+(autocast, model placement and token-budget batches, shared by every model kind),
+:mod:`~kd_pyserini.encoding.text_encoder` (:class:`TextEncoder`), :mod:`~kd_pyserini.encoding.fingerprint` (the
+SHA-256 of a model's weight files, which indexes, passage stores and teachers record) and
+:mod:`~kd_pyserini.encoding.scorers` (teachers of any kind, shared by ``kd-teacher`` and kd-train's in-batch
+teacher). Re-rankers, one module per kind of the paper's model family (Hofstätter et al. 2020, arXiv
 2010.02666), all built by :func:`kd_pyserini.encoding.rerankers.load_reranker`:
 :mod:`~kd_pyserini.encoding.cross_encoder` (BERT_CAT), :mod:`~kd_pyserini.encoding.colbert` (ColBERT),
 :mod:`~kd_pyserini.encoding.prettr` (PreTTR), sharing :mod:`~kd_pyserini.encoding.interaction`.
@@ -33,15 +37,32 @@ Fast paths (same API, measured in PERFORMANCE.md):
 
 from __future__ import annotations
 
-from kd_pyserini.encoding.device import PRECISIONS, resolve_device
-from kd_pyserini.encoding.fast_linear import _FastLinear, fast_linear_available, use_fast_linear
-from kd_pyserini.encoding.int8 import CALIBRATION_TEXTS, _Smoothed, quantize_int8
-from kd_pyserini.encoding.loading import ModelLoadError, hub_cached, hub_reachable, load_model
-from kd_pyserini.encoding.pooling import pad_batch, pool
-from kd_pyserini.encoding.text_encoder import NonFiniteVectorError, TextEncoder
+from kd_pyserini.lazy import lazy_exports
 
-# _FastLinear and _Smoothed are internals, reachable here for the fidelity tests and the benchmarks.
+# Loaded on first access (kd_pyserini.lazy), so that importing a light module of this package does not import torch:
+# the index metadata check (kd_pyserini.index_meta) and the Pyserini adapters need only encoding.fingerprint.
+_LAZY = {
+    "PRECISIONS": "kd_pyserini.encoding.device",
+    "resolve_device": "kd_pyserini.encoding.device",
+    "TextEncoder": "kd_pyserini.encoding.text_encoder",
+    "NonFiniteVectorError": "kd_pyserini.encoding.text_encoder",
+    "pool": "kd_pyserini.encoding.pooling",
+    "pad_batch": "kd_pyserini.encoding.pooling",
+    "ModelLoadError": "kd_pyserini.encoding.loading",
+    "load_model": "kd_pyserini.encoding.loading",
+    "hub_cached": "kd_pyserini.encoding.loading",
+    "hub_reachable": "kd_pyserini.encoding.loading",
+    "fast_linear_available": "kd_pyserini.encoding.fast_linear",
+    "use_fast_linear": "kd_pyserini.encoding.fast_linear",
+    "quantize_int8": "kd_pyserini.encoding.int8",
+    "CALIBRATION_TEXTS": "kd_pyserini.encoding.int8",
+    # internals, reachable here for the fidelity tests and the benchmarks (not in __all__)
+    "_FastLinear": "kd_pyserini.encoding.fast_linear",
+    "_Smoothed": "kd_pyserini.encoding.int8",
+}
+
 __all__ = ["PRECISIONS", "resolve_device", "TextEncoder", "NonFiniteVectorError", "pool", "pad_batch",
            "ModelLoadError", "load_model",
            "hub_cached", "hub_reachable", "fast_linear_available", "use_fast_linear", "quantize_int8",
            "CALIBRATION_TEXTS"]
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -35,8 +35,8 @@ import torch
 from kd_pyserini.cards import CrossEncoderCard, get_cross_encoder_card
 from kd_pyserini.encoding.checkpoints import (_IGNORABLE, CROSS_PRECISIONS, _base_config, _load_tokenizer,
                                              _model_folder, _read_state_dict)
+from kd_pyserini.encoding.batching import autocast, length_batches, place_model
 from kd_pyserini.encoding.device import resolve_device
-from kd_pyserini.encoding.fast_linear import use_fast_linear
 from kd_pyserini.encoding.loading import ModelLoadError
 from kd_pyserini.progress import progress_bar
 
@@ -222,11 +222,7 @@ class CrossEncoder:
         if self.max_length > limit:
             raise ValueError(f"max_length {self.max_length} exceeds the model's {limit} positions")
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
-        if self.device.type == "cuda" and precision in ("fp16", "bf16"):
-            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-        elif self.device.type == "cpu":
-            use_fast_linear(model, torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.model = model.to(self.device).eval()
+        self.model = place_model(model, self.device, precision).eval()
         self.token_types = _takes_token_types(model)
         self._pad_id = self.tokenizer.pad_token_id or 0
         self._part, self._pair = self._rust_tokenizers()
@@ -273,10 +269,8 @@ class CrossEncoder:
 
     # -- forward ---------------------------------------------------------------------------------------------------
 
-    def _autocast(self) -> Any:
-        if self.precision == "bf16" and self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return torch.autocast(self.device.type, enabled=False)
+    def _autocast(self) -> torch.autocast:
+        return autocast(self.device, self.precision)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
         dev = self.device
@@ -288,15 +282,8 @@ class CrossEncoder:
     def _batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Indices of length-sorted batches (longest first): ``batch_size`` pairs each on CPU; on CUDA as many as
         fit in ``batch_size * max_length`` padded tokens."""
-        order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-        if self.device.type != "cuda":
-            return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        budget, out, start = self.batch_size * self.max_length, [], 0
-        while start < len(order):
-            size = max(1, min(budget // max(int(lengths[order[start]]), 1), len(order) - start))
-            out.append(order[start:start + size])
-            start += size
-        return out
+        budget = self.batch_size * self.max_length if self.device.type == "cuda" else None
+        return length_batches(lengths, self.batch_size, budget)
 
     @torch.inference_mode()
     def score_pairs(self, queries: Sequence[str], passages: Sequence[str],

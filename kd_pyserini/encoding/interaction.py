@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kd_pyserini.cards import EncoderCard, get_reranker_card
+from kd_pyserini.cards import get_reranker_card
 from kd_pyserini.encoding.checkpoints import CROSS_PRECISIONS, _model_folder
+from kd_pyserini.encoding.batching import autocast, length_batches, place_model
 from kd_pyserini.encoding.device import resolve_device
-from kd_pyserini.encoding.fast_linear import use_fast_linear
+from kd_pyserini.encoding.fingerprint import weights_sha256
 from kd_pyserini.encoding.loading import ModelLoadError
 from kd_pyserini.encoding.pooling import pad_batch
 from kd_pyserini.progress import progress_bar
@@ -38,15 +39,6 @@ from kd_pyserini.progress import progress_bar
 __all__ = ["TokenInteractionReranker", "weights_sha256"]
 
 log = logging.getLogger(__name__)
-
-
-def weights_sha256(card: Any) -> str | None:
-    """SHA-256 of a re-ranker card's weight files (:func:`kd_pyserini.index.fingerprint.weights_fingerprint`), ``None``
-    when they are not on this machine's disk."""
-    from kd_pyserini.index.fingerprint import weights_fingerprint
-
-    fp = weights_fingerprint(EncoderCard(name=card.name, model_id=card.model_location()))
-    return fp["sha256"] if fp else None
 
 
 class TokenInteractionReranker:
@@ -104,11 +96,7 @@ class TokenInteractionReranker:
                                  f"{rows} embeddings: they do not belong together")
         if self.tokenizer.mask_token_id is None and self.card.query_mask_tokens:
             raise ModelLoadError(f"{self.folder}: the tokenizer has no [MASK] token for the query augmentation")
-        if self.device.type == "cuda" and precision in ("fp16", "bf16"):
-            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-        elif self.device.type == "cpu":
-            use_fast_linear(model, torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.model = model.to(self.device).eval()
+        self.model = place_model(model, self.device, precision).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._pad_id = self.tokenizer.pad_token_id or 0
@@ -165,10 +153,8 @@ class TokenInteractionReranker:
 
     # -- forward helpers -------------------------------------------------------------------------------------------
 
-    def _autocast(self) -> Any:
-        if self.precision == "bf16" and self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return torch.autocast(self.device.type, enabled=False)
+    def _autocast(self) -> torch.autocast:
+        return autocast(self.device, self.precision)
 
     def _max_tokens(self) -> int:
         return self.passage_max_length + self.query_max_length + self.card.query_mask_tokens
@@ -176,15 +162,8 @@ class TokenInteractionReranker:
     def _batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
         """Length-sorted batches (longest first): ``batch_size`` items on CPU; on CUDA as many as fit in
         ``batch_size × max length`` padded tokens."""
-        order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-        if self.device.type != "cuda":
-            return [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        budget, out, start = self.batch_size * self._max_tokens(), [], 0
-        while start < len(order):
-            size = max(1, min(budget // max(int(lengths[order[start]]), 1), len(order) - start))
-            out.append(order[start:start + size])
-            start += size
-        return out
+        budget = self.batch_size * self._max_tokens() if self.device.type == "cuda" else None
+        return length_batches(lengths, self.batch_size, budget)
 
     def _run(self, rows: Sequence[Sequence[int]], fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
              ) -> list[torch.Tensor]:

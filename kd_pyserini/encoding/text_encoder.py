@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from kd_pyserini.cards import EncoderCard, get_card
+from kd_pyserini.encoding.batching import autocast, length_batches, place_model
 from kd_pyserini.encoding.device import PRECISIONS, resolve_device
-from kd_pyserini.encoding.fast_linear import use_fast_linear
 from kd_pyserini.encoding.int8 import quantize_int8
 from kd_pyserini.encoding.loading import load_model
 from kd_pyserini.encoding.pooling import pad_batch, pool
@@ -82,13 +82,9 @@ class TextEncoder:
         self.precision = precision
         self.batch_size = batch_size
         self.tokenizer, model = load_model(self.card)
-        if self.device.type == "cuda" and precision in ("fp16", "bf16"):
-            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
         if precision == "int8":
             model = quantize_int8(model, self.tokenizer)
-        elif self.device.type == "cpu":
-            use_fast_linear(model, torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.model = model.to(self.device)
+        self.model = place_model(model, self.device, precision)
         self.dimension = int(getattr(model.config, "hidden_size", None) or getattr(model.config, "dim"))
         if self.card.dimension is not None and self.card.dimension != self.dimension:
             raise ValueError(f"card {self.card.name} says dimension {self.card.dimension} but the model has "
@@ -105,9 +101,7 @@ class TextEncoder:
         return out
 
     def _autocast(self) -> torch.autocast:
-        if self.precision == "bf16" and self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return torch.autocast(self.device.type, enabled=False)
+        return autocast(self.device, self.precision)
 
     def _tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False,
@@ -146,10 +140,8 @@ class TextEncoder:
         if self.device.type == "cuda":
             return self._check_finite(self._embed_cuda(texts, max_length, bs))
         ids = self._tokenize(texts, max_length)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+        for idx in length_batches([len(x) for x in ids], bs):
             input_ids, mask = self._pad([ids[i] for i in idx])
             out[idx] = self._forward(input_ids, mask).cpu().numpy()
         return self._check_finite(out)
@@ -201,17 +193,8 @@ class TextEncoder:
     def _token_batches(self, ids: list[list[int]], batch_size: int, max_length: int,
                        pin: bool) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
         """Length-sorted batches holding at most ``batch_size * max_length`` tokens (padded), padded tensors."""
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        budget = max(batch_size * max_length, 1)
-        batches = []
-        start = 0
-        while start < len(order):
-            width = max(len(ids[order[start]]), 1)  # longest first: the first text sets the padded width
-            size = max(1, min(budget // width, len(order) - start))
-            idx = order[start:start + size]
-            batches.append((idx, *self._pad([ids[i] for i in idx], pin=pin)))
-            start += size
-        return batches
+        return [(idx, *self._pad([ids[i] for i in idx], pin=pin))
+                for idx in length_batches([len(x) for x in ids], batch_size, batch_size * max_length)]
 
     def _prepare_chunk(self, texts: Sequence[str], max_length: int, batch_size: int,
                        pin: bool) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:

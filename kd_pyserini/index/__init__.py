@@ -2,10 +2,11 @@
 
 The rooms:
 
-* :mod:`~kd_pyserini.index.layout` -- the index folder's contract, the read side and atomic install:
-  ``kd_pyserini.json``, :func:`read_metadata`, :func:`load_docids`, :func:`check_index_compatible`, the errors,
-  the output lock that also removes a killed build's leftovers;
-* :mod:`~kd_pyserini.index.fingerprint` -- :func:`weights_fingerprint`, the SHA-256 of an encoder's weight files
+* :mod:`~kd_pyserini.index.layout` -- the index folder's contract and atomic install: the build errors, the
+  output lock that also removes a killed build's leftovers, the metadata written; it re-exports the read side,
+  :mod:`kd_pyserini.index_meta` (``kd_pyserini.json``, :func:`read_metadata`, :func:`load_docids`,
+  :func:`check_index_compatible`, the read errors), which lives below the Pyserini adapters that use it too;
+* :func:`weights_fingerprint` (:mod:`kd_pyserini.encoding.fingerprint`), the SHA-256 of an encoder's weight files
   that an index records and searching compares;
 * :mod:`~kd_pyserini.index.faiss_factory` -- FAISS index types (:class:`IndexParams`, :func:`make_faiss_index`,
   :func:`bytes_per_vector`), filling/writing an index from vector blocks, and :func:`read_faiss_index` (one-line
@@ -17,8 +18,9 @@ The rooms:
 * :mod:`~kd_pyserini.index.passage_store` -- precomputed passage sides of ColBERT / PreTTR re-rankers
   (``build_passage_store``, ``PassageStore``; imported on demand, it needs torch only through the re-ranker).
 
-The command line (``kd-index``, ``python -m kd_pyserini.index``) is :mod:`kd_pyserini.cli.index`; ``main`` is
-still importable from here (loaded on first access).
+The command line (``kd-index``, ``python -m kd_pyserini.index``: :mod:`kd_pyserini.index.__main__`) is
+:mod:`kd_pyserini.cli.index`. ``main`` is still importable from here (loaded on first access) for old callers only;
+it goes away (see ``KNOWN_EXCEPTIONS`` in tools/layers.py): import :func:`kd_pyserini.cli.index.main` instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kd_pyserini.index.chunks import CRASH_ENV
 from kd_pyserini.index.dense import DEFAULT_CHUNK_SIZE, build_dense_index, parse_shard, shard_range
 from kd_pyserini.index.faiss_factory import (INDEX_TYPES, IndexParams, bytes_per_vector, make_faiss_index,
                                              read_faiss_index)
-from kd_pyserini.index.fingerprint import weights_fingerprint
+from kd_pyserini.encoding.fingerprint import weights_fingerprint
 from kd_pyserini.index.layout import (BM25_FORMAT_NAME, FORMAT_NAME, METADATA_FILENAME, CorruptIndexError,
                                       IncompatibleIndexError, IndexBuildError, MissingMetadataError,
                                       check_index_compatible, index_info, load_docids, package_versions,
@@ -49,7 +51,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "main":  # the kd-index click group; imported on demand so that the library does not need click
+    if name == "main":  # deprecated: the kd-index click group (kd_pyserini.cli.index.main); see the docstring
         from kd_pyserini.cli.index import main
 
         return main

@@ -4,7 +4,7 @@
 temporary name and renamed; the ``.npy``, renamed last, marks the chunk as done) next to ``state.json``, the
 settings the chunks were encoded with. A run started again with the same settings resumes after the last finished
 chunk; other settings are refused (:func:`check_state`). One process at a time holds the store
-(:func:`lock_store`, an ``flock`` released when the process ends, even by a kill).
+(:func:`lock_store`, a :class:`~kd_pyserini.locks.ProcessLock`: released when the process ends, even by a kill).
 
 Each chunk also carries its own record, the first line of its ``.ids`` file (``#kd_pyserini-chunk<TAB>{json}``; an
 id cannot hold a tab): a key of the settings it was encoded with (encoder card *and* weights fingerprint, lengths,
@@ -23,13 +23,14 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.index.faiss_factory import VectorBlock
 from kd_pyserini.index.layout import IndexBuildError, write_error
+from kd_pyserini.locks import ProcessLock
 
 __all__ = ["CRASH_ENV", "STATE_FILENAME", "partial_dir", "chunk_paths", "chunk_done", "lock_store", "clear_store",
            "read_state", "check_state", "write_chunk", "read_chunks", "crash_after", "settings_key", "chunk_record",
@@ -109,25 +110,20 @@ def remove_temp_files(partial: Path) -> list[str]:
     return removed
 
 
-def lock_store(partial: Path) -> IO[str]:
+def lock_store(partial: Path) -> ProcessLock:
     """Create ``partial`` and hold an exclusive lock on it (released when the process ends, even by a kill).
 
-    Returns the open lock file; close it to release the lock.
+    Returns the held lock; ``close()`` it to release the lock.
 
     Raises:
         IndexBuildError: another process holds the lock.
     """
-    import fcntl
 
-    partial.mkdir(parents=True, exist_ok=True)
-    f = open(partial / LOCK_NAME, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise IndexBuildError(f"another kd-index process is writing {partial}; wait for it to finish (or stop it) "
-                              "before starting this one") from None
-    return f
+    def busy(pid: int | None) -> IndexBuildError:
+        return IndexBuildError(f"another kd-index process is writing {partial}; wait for it to finish (or stop it) "
+                               "before starting this one")
+
+    return ProcessLock(partial / LOCK_NAME, busy).acquire()
 
 
 def clear_store(partial: Path) -> None:

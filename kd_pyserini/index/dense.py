@@ -13,7 +13,7 @@ there). The output folder is built as ``DIR.tmp-xxxx`` and renamed into place wh
 when it is whole. Nothing here imports Pyserini or starts Java.
 
 **Checks.** The index records the SHA-256 of the encoder's weight files (``encoder_weights``, see
-:mod:`kd_pyserini.index.fingerprint`), which searching compares. A ``--passage-max-length`` beyond the model's
+:mod:`kd_pyserini.encoding.fingerprint`), which searching compares. A ``--passage-max-length`` beyond the model's
 position limit is refused before any work; vectors with NaN/inf (a diverged checkpoint) stop the build with the first
 passage id; empty passages are warned about (count and first ids). A resumed build re-reads the corpus and hashes
 each chunk's passages (one SHA-256 over the text it reads anyway: seconds for MS MARCO's ~3 GB), so a chunk whose
@@ -39,7 +39,7 @@ from kd_pyserini.corpus import corpus_files, detect_format, read_corpus
 from kd_pyserini.index import chunks
 from kd_pyserini.errors import KdError
 from kd_pyserini.index.faiss_factory import IndexParams, install_faiss_index
-from kd_pyserini.index.fingerprint import position_limit, weights_fingerprint
+from kd_pyserini.encoding.fingerprint import position_limit, weights_fingerprint
 from kd_pyserini.index.layout import (FORMAT_NAME, IndexBuildError, claim_output, corpus_fingerprint, corpus_summary,
                                       now, package_versions, reserve_output, write_json)
 from kd_pyserini.progress import progress_bar

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_pyserini.index.faiss_factory import IndexParams, VectorBlock, install_faiss_index, read_faiss_index
-from kd_pyserini.index.fingerprint import short
+from kd_pyserini.encoding.fingerprint import short
 from kd_pyserini.index.layout import (FORMAT_NAME, METADATA_FILENAME, IndexBuildError, claim_output, load_docids,
                                       now, package_versions, read_metadata, reserve_output)
 

@@ -37,7 +37,7 @@ def recorded_encoder(index_dir: str | Path) -> str | None:
     card name when it is a shipped card, else its model id or folder), or ``None`` when the folder is no kd dense
     index."""
     from kd_pyserini.cards import _lookup
-    from kd_pyserini.index.layout import FORMAT_NAME, read_metadata
+    from kd_pyserini.index_meta import FORMAT_NAME, read_metadata
 
     try:
         meta = read_metadata(index_dir)
@@ -75,7 +75,7 @@ def kd_query_encoder(encoder: str, index_dir: str | Path | None = None) -> Any:
 
     card = get_card(encoder)
     if index_dir is not None:  # before loading: a wrong encoder is refused without touching its weights
-        from kd_pyserini.index.layout import check_index_compatible, read_metadata
+        from kd_pyserini.index_meta import check_index_compatible, read_metadata
 
         if read_metadata(index_dir) is not None:
             check_index_compatible(index_dir, card)

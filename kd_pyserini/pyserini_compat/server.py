@@ -37,7 +37,7 @@ _local = threading.local()
 
 
 def _metadata(path: Any, config_parent: Path) -> tuple[Path, dict[str, Any] | None]:
-    from kd_pyserini.index.layout import read_metadata
+    from kd_pyserini.index_meta import read_metadata
 
     p = Path(str(path)).expanduser()
     if not p.is_absolute():
@@ -60,7 +60,7 @@ def _check_encoder(alias: Any, index_dir: Path, encoder: Any) -> None:
     """A config that names another encoder than the one that built a kd index fails when the config is read (the
     server would otherwise start and answer every search with ``Unable to open index``)."""
     from kd_pyserini.errors import one_line
-    from kd_pyserini.index.layout import IncompatibleIndexError, check_index_compatible
+    from kd_pyserini.index_meta import IncompatibleIndexError, check_index_compatible
     from kd_pyserini.pyserini_compat.faiss_encoders import _routes
 
     if not isinstance(encoder, str) or not _routes(encoder):
@@ -79,7 +79,7 @@ def complete_index_entries(raw_indexes: Any, config_parent: Path) -> Any:
     entries, and anything that is not a mapping, are returned unchanged (Pyserini reports what is wrong with them)."""
     if not isinstance(raw_indexes, dict):
         return raw_indexes
-    from kd_pyserini.index.layout import BM25_FORMAT_NAME, FORMAT_NAME
+    from kd_pyserini.index_meta import BM25_FORMAT_NAME, FORMAT_NAME
     from kd_pyserini.pyserini_compat.faiss_encoders import recorded_encoder
 
     out: dict[Any, Any] = {}

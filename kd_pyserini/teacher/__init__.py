@@ -7,8 +7,8 @@ of BERT-Base, BERT-Large and ALBERT-Large CAT scores. This package writes the fi
   run's top non-relevant ones as hard negatives), ``qid<TAB>pos_pid<TAB>neg_pid``;
 * :mod:`~kd_pyserini.teacher.triples` — reading triples (ids or text) as unique (query, passage) pairs; writing
   teacher files;
-* :mod:`~kd_pyserini.teacher.scorers` — teachers: cross-encoders (:mod:`kd_pyserini.encoding.cross_encoder`) and
-  bi-encoders (their own similarity);
+* :mod:`~kd_pyserini.encoding.scorers` — teachers (shared with kd-train's in-batch teacher): cross-encoders
+  (:mod:`kd_pyserini.encoding.cross_encoder`) and bi-encoders (their own similarity);
 * :mod:`~kd_pyserini.teacher.score` — :func:`score_triples` (chunked, resumable, shardable; several teachers give
   their mean) and :func:`merge_shards`;
 * :mod:`kd_pyserini.cli.teacher` — ``kd-teacher score | mine | merge`` (also ``python -m kd_pyserini.cli.teacher``).
@@ -18,6 +18,8 @@ So: run -> ``kd-teacher mine`` -> ``kd-teacher score`` -> ``kd-train margin-mse`
 
 from __future__ import annotations
 
+from kd_pyserini.lazy import lazy_exports
+
 _LAZY = {
     "mine_triples": "kd_pyserini.teacher.mine",
     "write_triples": "kd_pyserini.teacher.mine",
@@ -25,9 +27,9 @@ _LAZY = {
     "read_triples": "kd_pyserini.teacher.triples",
     "TripleSet": "kd_pyserini.teacher.triples",
     "write_teacher_file": "kd_pyserini.teacher.triples",
-    "TeacherSpec": "kd_pyserini.teacher.scorers",
-    "teacher_spec": "kd_pyserini.teacher.scorers",
-    "load_scorer": "kd_pyserini.teacher.scorers",
+    "TeacherSpec": "kd_pyserini.encoding.scorers",
+    "teacher_spec": "kd_pyserini.encoding.scorers",
+    "load_scorer": "kd_pyserini.encoding.scorers",
     "score_triples": "kd_pyserini.teacher.score",
     "merge_shards": "kd_pyserini.teacher.score",
     "ScoreResult": "kd_pyserini.teacher.score",
@@ -35,11 +37,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kd_pyserini.teacher' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -7,8 +7,8 @@ cross pairs ``(q_i, p_j)``, ``(q_i, n_j)`` of each batch on the fly; the paper u
 runs as a ``DynamicTeacher`` beside the training loop, without gradients, in fp16, on the last GPU
 (``matchmaker/distillation/dynamic_teacher.py``). The term itself is in :mod:`kd_pyserini.train.in_batch_margin_mse`.
 
-Here the teacher is any card :func:`kd_pyserini.teacher.teacher_spec` resolves (loaded by
-:func:`kd_pyserini.teacher.scorers.load_scorer`):
+Here the teacher is any card :func:`kd_pyserini.encoding.scorers.teacher_spec` resolves (loaded by
+:func:`kd_pyserini.encoding.scorers.load_scorer`):
 
 * a bi-encoder (:class:`~kd_pyserini.encoding.TextEncoder`): the batch's unique queries and passages are encoded with
   the teacher's own tokenizer and lengths, and scored with the card's similarity (dot product; cosine for normalised
@@ -54,8 +54,9 @@ import numpy as np
 import torch
 
 from kd_pyserini.cards import CrossEncoderCard, EncoderCard
+from kd_pyserini.encoding.fingerprint import weights_sha256
+from kd_pyserini.encoding.scorers import BiEncoderScorer, TeacherSpec, load_scorer, teacher_spec
 from kd_pyserini.errors import KdError
-from kd_pyserini.teacher.scorers import BiEncoderScorer, TeacherSpec, load_scorer, teacher_spec
 
 __all__ = ["InBatchTeacher", "load_in_batch_teacher", "in_batch_teacher_key", "default_teacher_device",
            "TEACHER_PRECISIONS", "InBatchTeacherError", "NonFiniteTeacherScoresError", "MarginScaleFit",
@@ -172,14 +173,9 @@ def margin_scale_warning(fit: MarginScaleFit, scale: float, name: str = "in-batc
 
 
 def _fingerprint(card: Any) -> str | None:
-    """SHA-256 of the teacher's weight files (:func:`kd_pyserini.index.fingerprint.weights_fingerprint`), ``None``
+    """SHA-256 of the teacher's weight files (:func:`kd_pyserini.encoding.fingerprint.weights_sha256`), ``None``
     when they are not on this machine's disk (a hub id not yet downloaded)."""
-    from kd_pyserini.index.fingerprint import weights_fingerprint
-
-    if not isinstance(card, EncoderCard):  # re-rankers: the fingerprint only needs the weights' location
-        card = EncoderCard(name=card.name, model_id=card.model_location())
-    fp = weights_fingerprint(card)
-    return fp["sha256"] if fp else None
+    return weights_sha256(card)
 
 
 def _spec_key(spec: TeacherSpec, scale: float | str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """What identifies the model that built an index: a SHA-256 over its weight files, and its position limit.
 
 Two models can share a name (every training run has a ``checkpoint-30``) and still have different weights, so an
-index records :func:`weights_fingerprint` of the encoder that built it and :func:`~kd_pyserini.index.layout.
-check_index_compatible` compares it with the query encoder's. The fingerprint hashes the bytes of the files the
-weights are loaded from (``*.safetensors``, else ``pytorch_model*.bin`` and the like), with their names and sizes:
+index records :func:`weights_fingerprint` of the encoder that built it and :func:`~kd_pyserini.index_meta.
+check_index_compatible` compares it with the query encoder's; passage stores and in-batch teachers record it too
+(:func:`weights_sha256`). It lives with the models (``encoding/``), below every room that uses it. The fingerprint
+hashes the bytes of the files the weights are loaded from (``*.safetensors``, else ``pytorch_model*.bin`` and the
+like), with their names and sizes:
 
 * it does not depend on ``--precision`` or the device (the files are the same however they are loaded);
 * a local folder, a hub model in the Hugging Face cache and a ``hf download --local-dir`` copy of it give the same
@@ -24,7 +26,8 @@ from typing import Any
 
 from kd_pyserini.cards import EncoderCard, get_card
 
-__all__ = ["model_dir", "weight_files", "weights_fingerprint", "position_limit", "short", "FINGERPRINT_METHOD"]
+__all__ = ["model_dir", "weight_files", "weights_fingerprint", "weights_sha256", "position_limit", "short",
+           "FINGERPRINT_METHOD"]
 
 FINGERPRINT_METHOD = "sha256 over the model's weight files (name, size, bytes)"
 #: files beside the weights that are not weights (written by training loops).
@@ -86,6 +89,15 @@ def weights_fingerprint(card: EncoderCard | str) -> dict[str, Any] | None:
         _cache[key] = {"sha256": h.hexdigest(), "files": [{"name": f.name, "size": st.st_size} for f, st in stats],
                        "method": FINGERPRINT_METHOD}
     return dict(_cache[key])
+
+
+def weights_sha256(card: Any) -> str | None:
+    """The SHA-256 of :func:`weights_fingerprint` for a card of any kind (bi-encoder, cross-encoder, ColBERT,
+    PreTTR: only the weights' location matters), ``None`` when the weight files are not on this machine's disk."""
+    if not isinstance(card, EncoderCard):
+        card = EncoderCard(name=card.name, model_id=card.model_location())
+    fp = weights_fingerprint(card)
+    return fp["sha256"] if fp else None
 
 
 def position_limit(card: EncoderCard | str, model: Any = None) -> int | None:

@@ -1,11 +1,14 @@
-"""Teachers: the models that score (query, passage) pairs for a teacher file.
+"""Teachers: the models that score (query, passage) pairs, for a teacher file (``kd-teacher score``) or in a batch
+(the in-batch teacher of ``kd-train``).
 
 A teacher is a re-ranker of any kind (built by :func:`kd_pyserini.encoding.rerankers.load_reranker`: a cross-encoder
 reading the pair together, a ColBERT late-interaction or a PreTTR split model; the model family of Hofstätter et al.
 2020, arXiv 2010.02666) or a bi-encoder (:class:`~kd_pyserini.encoding.TextEncoder`: query and passage vectors,
-scored with the card's own similarity: dot product, or cosine for normalised cards such as all-MiniLM-L6-v2). :class:`TeacherSpec` is what a
-teacher *is* (card and lengths, known without loading the weights, so a resumed run is checked at once);
-:func:`load_scorer` loads it.
+scored with the card's own similarity: dot product, or cosine for normalised cards such as all-MiniLM-L6-v2).
+:class:`TeacherSpec` is what a teacher *is* (card and lengths, known without loading the weights, so a resumed run is
+checked at once);
+:func:`load_scorer` loads it. It lives with the models (``encoding/``) so that :mod:`kd_pyserini.teacher` and
+:mod:`kd_pyserini.train` share it without importing each other.
 """
 
 from __future__ import annotations
