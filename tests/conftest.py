@@ -52,6 +52,57 @@ def test_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("test-cache")
 
 
+def readme_block(heading: str, lang: str = "bash") -> list[str]:
+    """The lines of the first fenced ``lang`` block under README.md's ``## heading`` (comments kept)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+def _scifact_corpus(data_dir: Path) -> Path:
+    corpus = data_dir / "scifact" / "corpus.jsonl.gz"
+    if not corpus.is_file():
+        pytest.skip(f"{corpus} not found")
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def scifact_minilm_index(data_dir: Path, test_cache: Path, minilm_dir: Path) -> Path:
+    """SciFact encoded by all-MiniLM-L6-v2, built once by README's first quick-start command (``kd-index dense``, run
+    in-process with its output moved to the test cache). A reused index must still hold these passages' vectors."""
+    import shlex
+
+    import faiss
+    import numpy as np
+    from click.testing import CliRunner
+
+    from kd_pyserini import get_document_encoder
+    from kd_pyserini.cli.index import main as index_main
+    from kd_pyserini.corpus import read_corpus
+
+    corpus = _scifact_corpus(data_dir)
+    out = test_cache / f"scifact-minilm-{corpus.stat().st_size}"
+    if not (out / "kd_pyserini.json").is_file():
+        argv = shlex.split(next(c for c in readme_block("Quick start") if c.startswith("kd-index dense")).split("#")[0])
+        argv = [a.replace("$KD_PYSERINI_DATA", str(data_dir)) for a in argv[1:]]
+        argv[argv.index("-o") + 1] = str(out)
+        r = CliRunner().invoke(index_main, [*argv, "--device", "cpu", "--no-progress", "--overwrite"])
+        assert r.exit_code == 0, r.output
+    else:  # three passages re-encoded here must equal the stored vectors (a reused index is these weights' index)
+        index = faiss.read_index(str(out / "index"))
+        docids = (out / "docid").read_text(encoding="utf-8").split("\n")
+        texts = {}
+        for doc in read_corpus(corpus):
+            texts[doc.id] = doc.contents
+            if len(texts) >= 3:
+                break
+        rows = [docids.index(d) for d in texts]
+        again = get_document_encoder("all-minilm-l6-v2", device="cpu").encode(list(texts.values()))
+        stored = np.stack([index.reconstruct(r) for r in rows])
+        assert np.abs(again - stored).max() < 1e-4, "the cached SciFact index holds other vectors: delete it"
+    return out
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     try:
