@@ -38,7 +38,6 @@ loadable with ``kd_pyserini.get_query_encoder``).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shlex
@@ -49,19 +48,18 @@ from pathlib import Path
 
 import numpy as np
 
+from kd_pyserini.candidates import read_top1000
+from kd_pyserini.teacher.pairs import choose_pairs
+
 
 def _log(msg: str) -> None:
     print(f"[distill-demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _read_candidates(path: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """``{qid: (query, [(pid, passage), ...])}`` in BM25 rank order."""
-    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            qid, pid, query, text = line.rstrip("\n").split("\t")
-            out.setdefault(qid, (query, []))[1].append((pid, text))
-    return out
+    """``{qid: (query, [(pid, passage), ...])}`` in BM25 rank order (the package's top1000 reader)."""
+    top = read_top1000(path)
+    return {q: (top.queries[q], [(p, top.passages[p]) for p in pids]) for q, pids in top.lists.items()}
 
 
 def _teacher_groups(data: Path, include_extra: bool, max_queries: int | None,
@@ -105,30 +103,6 @@ def score_with_teacher(groups, teacher_dir: Path, max_length: int, cache: Path) 
     cache.write_text(json.dumps({"key": [len(groups), sum(len(p) for _, p in groups), max_length],
                                  "scores": [s.tolist() for s in scores]}))
     return scores
-
-
-def choose_pairs(s: np.ndarray, want: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Pairs of one query's passages: alternately (teacher top-10, any) and uniform; higher score first."""
-    order = np.argsort(-s, kind="stable")
-    k = len(s)
-    want = min(want, k * (k - 1) // 2)
-    seen: set[tuple[int, int]] = set()
-    out = []
-    for t in range(want * 4):
-        if len(out) >= want:
-            break
-        if t % 2 == 0:
-            a, b = int(order[rng.integers(0, min(10, k))]), int(rng.integers(0, k))
-        else:
-            a, b = (int(x) for x in rng.choice(k, 2, replace=False))
-        if a == b:
-            continue
-        if s[a] < s[b]:
-            a, b = b, a
-        if (a, b) not in seen:
-            seen.add((a, b))
-            out.append((a, b))
-    return out
 
 
 def write_teacher_file(groups, scores, path: Path, pairs_per_query: int, scale: float, seed: int) -> int:

@@ -45,10 +45,11 @@ import numpy as np
 import torch
 
 import kd_pyserini  # noqa: F401  (installs the JVM hook before pyserini is imported)
-from distill_demo import choose_pairs  # tools/ is sys.path[0] when run as a script
 from kd_pyserini.atomic import atomic_write
+from kd_pyserini.candidates import read_top1000
 from kd_pyserini.cards import EncoderCard, get_card, write_card
 from kd_pyserini.evaluation import evaluate, evaluate_per_query
+from kd_pyserini.teacher.pairs import choose_pairs
 from kd_pyserini.trec_io import read_qrels, read_run, read_topics, write_run
 
 MEASURES = ["nDCG@10", "RR(rel=2)@10"]
@@ -101,13 +102,9 @@ def _tsv(text: str) -> str:
 
 
 def _read_candidates(path: Path) -> dict[str, tuple[str, list[str]]]:
-    """``{qid: (query, [pid...])}`` in BM25 rank order (top1000 layout)."""
-    out: dict[str, tuple[str, list[str]]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            qid, pid, query, _ = line.rstrip("\n").split("\t")
-            out.setdefault(qid, (query, []))[1].append(pid)
-    return out
+    """``{qid: (query, [pid...])}`` in BM25 rank order (the package's top1000 reader)."""
+    top = read_top1000(path)
+    return {q: (top.queries[q], list(pids)) for q, pids in top.lists.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ data ----
