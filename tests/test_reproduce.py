@@ -502,3 +502,34 @@ def test_scifact_bm25_end_to_end(data, offline):
     # a second run reuses the index it built (the step is skipped)
     res = CliRunner().invoke(kd_repro, ["-b", "scifact", "-c", "bm25-flat", "-o", str(out), "--dry-run"])
     assert "# exists, skipped: kd-index bm25" in res.output
+
+
+FAMILY = {"benchmark": "dl19-passage", "depth": 100, "architectures": {
+    "bert-dot": {"after": {"nDCG@10": 0.41}, "latency_ms": 900.0, "latency_ms_precomputed": 12.0},
+    "colbert": {"after": {"nDCG@10": 0.45}, "latency_ms": 950.0, "latency_ms_precomputed": 60.0},
+    "prettr": {"after": {"nDCG@10": 0.43}, "latency_ms": 1000.0, "latency_ms_precomputed": 300.0},
+    "bert-cat": {"after": {"nDCG@10": 0.47}, "latency_ms": 1500.0, "latency_ms_precomputed": None}}}
+
+
+def test_the_efficiency_plot_gains_one_marker_per_family_architecture(tmp_path):
+    from kd_pyserini.reproduce.plot import FamilyFileError, family_points
+
+    points = family_points(FAMILY)
+    assert [(p[3], p[0], p[1]) for p in points] == [("bert-dot", 12.0, 0.41), ("colbert", 60.0, 0.45),
+                                                    ("prettr", 300.0, 0.43), ("bert-cat", 1500.0, 0.47)]
+    assert points[3][2] == "BERT_CAT (no precomputation)" and points[1][2] == "ColBERT (precomputed passages)"
+    plain = rp.plot_efficiency([], [], tmp_path / "plain.png")
+    with_family = rp.plot_efficiency([], [], tmp_path / "family.png", family=FAMILY)
+    assert with_family.read_bytes()[:8] == PNG_MAGIC and with_family.read_bytes() != plain.read_bytes()
+    # kd-repro's leaderboard draws the family.json found in its output folder
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "family.json").write_text(json.dumps(FAMILY))
+    paths = rp.write_leaderboard([], [], out)
+    assert paths["plot"].read_bytes() == with_family.read_bytes()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FamilyFileError, match=r"bad\.json: not a family JSON .*family_distill\.py wrote"):
+        family_points(bad)
+    with pytest.raises(FamilyFileError, match="'colbert' has no after/nDCG@10"):
+        family_points({"architectures": {"colbert": {"latency_ms": 3.0}}})

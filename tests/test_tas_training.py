@@ -137,7 +137,8 @@ def test_cli_tas_b_preset_defaults_and_refusals(tmp_path, tiny_distilbert_dir, j
         assert shown in text, shown
     assert "[default:32;" in "".join(_kd_train("margin-mse", "--help").output.split())
     common = ["--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--no-progress"]
-    r = _kd_train("tas-b", *common, "--output", str(tmp_path / "a"), "--cluster-encoder", str(tiny_distilbert_dir))
+    r = _kd_train("tas-b", *common, "--output", str(tmp_path / "a"), "--cluster-encoder", str(tiny_distilbert_dir),
+                  "--in-batch-teacher", "")  # the default ColBERT taken away: the rule still names the fix
     assert r.exit_code == 2 and "needs --in-batch-teacher" in r.output
     r = _kd_train("tas-b", *common, "--output", str(tmp_path / "b"), "--in-batch-teacher", str(tiny_distilbert_dir))
     assert r.exit_code == 1 and "--query-clusters FILE" in r.output and "Traceback" not in r.output
@@ -221,3 +222,79 @@ def test_cluster_cache_survives_a_failed_start_and_a_mismatched_resume(tmp_path,
     res = MarginMSETrainer(_tas(out, tiny_distilbert_dir, jsonl, relative, max_steps=2, save_every=2,
                                 resume="latest"), data).train()  # no ResumeMismatchError: the same folder
     assert res.steps == 2
+
+
+@pytest.mark.parametrize("calibration", [256, 8], ids=["mid-fit", "fitted"])
+def test_resume_with_in_batch_teacher_scale_auto_is_exact(tmp_path, tiny_distilbert_dir, jsonl, monkeypatch,
+                                                          calibration):
+    """The fit of --in-batch-teacher-scale auto is saved in each checkpoint: a fit still gathering triples (256 is
+    more than the run sees) resumes from the same margins, a final one from its scale; both end bit-identical."""
+    import kd_pyserini.train.in_batch_teacher as ibt
+
+    real = ibt.load_in_batch_teacher
+    monkeypatch.setattr(ibt, "load_in_batch_teacher",
+                        lambda *a, **k: real(*a, **{**k, "calibration_triples": calibration}))
+    data = load_teacher(jsonl)
+
+    def cfg(out: Path, **kw) -> TrainConfig:
+        return _cfg(out, tiny_distilbert_dir, jsonl, in_batch_teacher=str(tiny_distilbert_dir), in_batch_weight=0.75,
+                    in_batch_teacher_scale="auto", max_steps=6, save_every=2, **kw)
+
+    full = MarginMSETrainer(cfg(tmp_path / "full", save_total_limit=0), data)
+    res = full.train()
+    fitted = full.in_batch_teacher.scale
+    assert fitted is not None and fitted != 1.0
+    state = torch.load(tmp_path / "full" / "checkpoint-2" / STATE_FILE, weights_only=True)
+    saved = state["in_batch_teacher_scale"][0]
+    assert saved["calibrated"] is (calibration == 8) and len(saved["in_batch_margins"]) == 8
+    info = json.loads((res.final_dir / "kd_pyserini_train.json").read_text())
+    assert info["in_batch_teacher_scale"] == "auto" and info["in_batch_teacher_scale_fitted"] == fitted
+    readme = (res.final_dir / "README.md").read_text()  # the model card is made with a fitted scale too
+    assert '"scale": "auto"' in readme and "scale fitted to the teacher file's margins" in readme
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(trainer):
+        if trainer.step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        MarginMSETrainer(cfg(tmp_path / "part"), data, on_step=interrupt).train()
+    again = MarginMSETrainer(cfg(tmp_path / "part", resume="latest"), data)
+    assert again.in_batch_teacher.scale == (saved["scale"] if calibration == 8 else again.in_batch_teacher.scale)
+    resumed = again.train()
+    assert again.in_batch_teacher.scale == fitted
+    a, b = _weights(res.final_dir), _weights(resumed.final_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scale_auto_is_checked_where_it_is_given(tmp_path, tiny_distilbert_dir, jsonl):
+    from kd_pyserini.train.config import parse_scale
+
+    assert parse_scale(" AUTO ") == "auto" and parse_scale("2.5") == 2.5
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(ValueError, match="a number > 0 or 'auto'"):
+            parse_scale(bad)
+    with pytest.raises(ValueError, match="give --in-batch-teacher CARD"):
+        _cfg(tmp_path / "o", tiny_distilbert_dir, jsonl, in_batch_teacher_scale="auto")
+    r = _kd_train("margin-mse", "--teacher", str(jsonl), "--output", str(tmp_path / "p"),
+                  "--in-batch-teacher-scale", "zz")
+    assert r.exit_code == 2 and "neither a number > 0 nor 'auto'" in r.output
+
+
+def test_tas_b_defaults_to_the_colbert_in_batch_teacher(tmp_path, tiny_distilbert_dir, jsonl):
+    from kd_pyserini.train.config import TAS_B_IN_BATCH_TEACHER
+
+    assert TAS_B_IN_BATCH_TEACHER == "colbert-distilbert-margin-mse"
+    help_text = "".join(_kd_train("tas-b", "--help").output.split())
+    assert "[default:colbert-distilbert-margin-mse]" in help_text
+    assert TrainConfig.preset("tas-b", teacher=str(jsonl), output="o", query_clusters=str(jsonl)
+                              ).in_batch_teacher == TAS_B_IN_BATCH_TEACHER
+    # offline (no hub, not in the cache): one line naming the model and the fix, nothing written
+    r = _kd_train("tas-b", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir), "--output",
+                  str(tmp_path / "o"), "--cluster-encoder", str(tiny_distilbert_dir), "--no-progress")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    error = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(error) == 1 and "colbert" in error[0].lower() and "fix" in error[0].lower(), r.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

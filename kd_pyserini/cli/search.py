@@ -16,6 +16,9 @@ Usage (also ``python -m kd_pyserini.cli.search`` or ``python -m kd_pyserini.sear
     kd-search --mode rerank --reranker distilbert-cat-margin-mse --candidates top1000.dl19.tsv.gz -o cat.txt
     kd-search --mode rerank --reranker distilbert-cat --first-stage dense --encoder tas-b --index indexes/tasb \
               --corpus collection.tsv --topics dl19-passage -o cat.txt
+    # ColBERT / PreTTR re-rank the same way; a passage store (kd-index passage-store) leaves only the query side
+    kd-search --mode rerank --reranker colbert-distilbert-margin-mse --passage-store stores/colbert \
+              --candidates top1000.dl19.tsv.gz -o colbert.txt
     # BM25 -> BERT_Dot (top 1000) -> BERT_CAT (top 100) in one command
     kd-search --mode rerank --bm25-index indexes/bm25 --encoder tas-b --reranker distilbert-cat --topics dl19 ...
 
@@ -92,9 +95,12 @@ def _print_eval(label: str, values: dict[str, float]) -> None:
 @click.option("--corpus", default=None, type=click.Path(exists=True),
               help="rerank: passage texts for a candidate run or a dense/hybrid first stage.")
 @click.option("--reranker", default=None, metavar="CARD",
-              help="rerank: a cross-encoder (BERT_CAT) card, hub id or folder re-scoring the candidates "
-                   "(distilbert-cat-margin-mse, ms-marco-minilm-l6-v2); with --encoder and BM25 candidates, after "
-                   "the BERT_Dot re-ranking.")
+              help="rerank: a re-ranker card, hub id or folder re-scoring the candidates: BERT_CAT "
+                   "(distilbert-cat-margin-mse, ms-marco-minilm-l6-v2), ColBERT (colbert-distilbert-margin-mse) or "
+                   "PreTTR; with --encoder and BM25 candidates, after the BERT_Dot re-ranking.")
+@click.option("--passage-store", default=None, type=click.Path(exists=True, file_okay=False),
+              help="rerank: a 'kd-index passage-store' folder of the --reranker's passage side (ColBERT/PreTTR "
+                   "only): re-ranking then pays only the query side and the interaction.")
 @click.option("--first-stage", type=click.Choice(["bm25", "dense", "hybrid"]), default=None,
               help="rerank --reranker without --candidates: where the candidates come from [bm25 with --bm25-index, "
                    "else dense].")

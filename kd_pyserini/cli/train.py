@@ -8,12 +8,13 @@ Usage::
              [--device cuda] [--precision fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
              [--sampling random|tas-balanced [--query-clusters FILE | --cluster-encoder CARD --clusters K]
               [--margin-bins 10]]
-             [--in-batch-weight W [--in-batch-teacher CARD [--in-batch-teacher-scale S]]]
+             [--in-batch-weight W [--in-batch-teacher CARD [--in-batch-teacher-scale S|auto]]]
              [--save-every N] [--resume DIR|latest [--force] | --overwrite]
              [--validation-candidates candidates.dl19.bm25-top100.tsv.gz --validation-qrels dl19-passage
               --measures nDCG@10,RR@10 --eval-every N --early-stopping-patience N] [--log-csv FILE] [--tensorboard]
              [--skip-bad] [--progress/--no-progress]
-    kd-train tas-b --teacher FILE --in-batch-teacher CARD (--query-clusters FILE | --cluster-encoder CARD) ...
+    kd-train tas-b --teacher FILE [--in-batch-teacher CARD [--in-batch-teacher-scale S|auto]]
+             (--query-clusters FILE | --cluster-encoder CARD) ...
     kd-train export OUTPUT/best --to FOLDER [--repo-id OWNER/NAME] [--license apache-2.0]
 
 Every folder kd-train saves (``checkpoint-N/``, ``best/``, the final model) carries a Hugging Face model card,
@@ -25,7 +26,8 @@ choices are written there once), with the preset's values (:data:`kd_pyserini.tr
 the command builds ``TrainConfig.preset(NAME, **options)``, which also enforces the preset's rules.
 ``tas-b`` is the same command with TAS-B's recipe as its defaults (Hofstätter et al., SIGIR 2021): TAS-balanced
 sampling with 10 margin bins and 2,000 query clusters, the in-batch Margin-MSE term with weight 0.75 scored by a
-dynamic in-batch teacher (required), batch size 256, AdamW at 7e-6, query/passage lengths 30/200. Every value can be
+dynamic in-batch teacher (default: the ColBERT ``colbert-distilbert-margin-mse``, as in the paper; any card with
+``--in-batch-teacher``), batch size 256, AdamW at 7e-6, query/passage lengths 30/200. Every value can be
 overridden.
 
 Teacher files: ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid`` (Hofstätter et al. 2020's, with
@@ -70,8 +72,24 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+class ScaleType(click.ParamType):
+    """A number > 0 or ``auto`` (``--in-batch-teacher-scale``)."""
+
+    name = "scale"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from kd_pyserini.train.config import parse_scale
+
+        try:
+            return parse_scale(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number > 0 nor 'auto'", param, ctx)
+
+
 def _click_type(meta: Mapping[str, Any], default: Any, annotation: str) -> Any:
     kind, lo = meta.get("kind"), meta.get("min")
+    if kind == "scale":
+        return ScaleType()
     if kind == "file":
         return click.Path(exists=True, dir_okay=False)
     if kind == "path":
@@ -190,8 +208,9 @@ def tas_b_cmd(**options: Any) -> None:
 
     The same options as margin-mse with TAS-B's defaults (the preset TrainConfig.preset("tas-b")): --sampling
     tas-balanced, --clusters 2000, --margin-bins 10, --in-batch-weight 0.75, --batch-size 256, --lr 7e-6,
-    --query-max-length 30, --passage-max-length 200; --in-batch-teacher is required, and the clusters come from
-    --query-clusters or --cluster-encoder. An epoch of TAS-balanced sampling is one pass over the queries (one pair
+    --query-max-length 30, --passage-max-length 200, --in-batch-teacher colbert-distilbert-margin-mse (the ColBERT
+    of the paper, from the Hugging Face hub or its cache; give another card or folder to override), and the clusters
+    come from --query-clusters or --cluster-encoder. An epoch of TAS-balanced sampling is one pass over the queries (one pair
     each): set --max-steps.
     """
     _run("tas-b", options)

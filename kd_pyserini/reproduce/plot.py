@@ -9,12 +9,75 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kd_pyserini.errors import KdError
 from kd_pyserini.reproduce.matrix import Matrix
 from kd_pyserini.reproduce.verdicts import Result
 
-__all__ = ["plot_efficiency"]
+__all__ = ["plot_efficiency", "family_points", "FamilyFileError"]
 
 _TYPE_MARKERS = {"bm25": "s", "dense": "o", "rerank": "^", "hybrid": "D", "reference-run": "*"}
+
+
+#: markers of the architectures of ``tools/experiments/family_distill.py`` (one per re-ranker architecture).
+_FAMILY_MARKERS = {"bert-dot": ("o", "#d62728", "BERT_Dot"), "colbert": ("P", "#ff7f0e", "ColBERT"),
+                   "prettr": ("X", "#8c564b", "PreTTR"), "bert-cat": ("^", "#2ca02c", "BERT_CAT")}
+
+
+class FamilyFileError(KdError, ValueError):
+    """A family JSON (``tools/experiments/family_distill.py``) that cannot be read (one line: file and fix)."""
+
+
+def family_points(family: Mapping[str, Any] | str | os.PathLike) -> list[tuple[float, float, str, str]]:
+    """``(latency ms, nDCG@10 after training, label, architecture)`` per architecture of a ``family.json`` written by
+    ``tools/experiments/family_distill.py``: the latency with precomputed passages where the architecture has them
+    (BERT_Dot vectors, a ColBERT / PreTTR passage store), else without (BERT_CAT).
+
+    Raises:
+        FamilyFileError: not readable JSON, or no architecture with a latency and an nDCG@10 (one line).
+    """
+    import json
+
+    where = str(family) if not isinstance(family, Mapping) else "the family results"
+    if not isinstance(family, Mapping):
+        try:
+            family = json.loads(Path(family).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise FamilyFileError(f"{where}: not a family JSON ({e}); give the family.json that "
+                                  "tools/experiments/family_distill.py wrote") from None
+    archs = family.get("architectures") if isinstance(family, Mapping) else None
+    points = []
+    for arch, r in (archs or {}).items():
+        try:
+            score = float(r["after"]["nDCG@10"])
+            pre = r.get("latency_ms_precomputed")
+            lat = float(pre if pre is not None else r["latency_ms"])
+        except (KeyError, TypeError, ValueError):
+            raise FamilyFileError(f"{where}: architecture {arch!r} has no after/nDCG@10 or latency_ms; rerun "
+                                  "tools/experiments/family_distill.py") from None
+        name = _FAMILY_MARKERS.get(arch, ("o", "k", arch))[2]
+        how = "precomputed passages" if pre is not None else "no precomputation"
+        points.append((lat, score, f"{name} ({how})", arch))
+    if not points:
+        raise FamilyFileError(f"{where}: no architectures; give the family.json that "
+                              "tools/experiments/family_distill.py wrote")
+    return points
+
+
+def _family_panel(ax: Any, points: Sequence[tuple[float, float, str, str]], title: str) -> None:
+    for lat, score, label, arch in points:
+        marker, color, _ = _FAMILY_MARKERS.get(arch, ("o", "k", arch))
+        ax.scatter([lat], [score], marker=marker, s=80, color=color, zorder=3, label=label)
+        ax.annotate(f"{score:.4f}", (lat, score), textcoords="offset points", xytext=(7, 4), fontsize=8)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 3, max(xs) * 5)
+    pad = max(0.02, 0.15 * (max(ys) - min(ys)))
+    ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("re-ranking latency (ms per query at depth 100, log scale)")
+    ax.set_ylabel("nDCG@10")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
 
 
 def _points(results: Sequence[Result], matrices: Mapping[str, Matrix]) -> dict[str, dict[str, list[Any]]]:
@@ -39,8 +102,13 @@ def _points(results: Sequence[Result], matrices: Mapping[str, Matrix]) -> dict[s
     return by_bench
 
 
-def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path: str | os.PathLike) -> Path:
+def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path: str | os.PathLike,
+                    family: Mapping[str, Any] | str | os.PathLike | None = None) -> Path:
     """Efficiency-effectiveness plot: query latency (ms, log scale) vs the benchmark's primary measure.
+
+    ``family``: a ``family.json`` of ``tools/experiments/family_distill.py`` (or its dict): one more panel with one
+    marker per re-ranker architecture (BERT_Dot, ColBERT, PreTTR, BERT_CAT) at (its latency per query, its nDCG@10)
+    (:func:`family_points`; read before anything is drawn, so a bad file fails first).
 
     One panel per benchmark. Conditions run here are filled markers at (measured latency, measured score);
     published figures with a published latency are hollow markers labelled *published*; figures without a latency
@@ -52,12 +120,13 @@ def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fam = family_points(family) if family is not None else None
     mats = {m.benchmark: m for m in matrices}
     data = _points(results, mats)
     benches = [b for b in mats if b in data and any(data[b].values())]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = max(1, len(benches))
+    n = max(1, len(benches) + (1 if fam else 0))
     cols = 2 if n > 1 else 1
     rows_n = math.ceil(n / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(7.5 * cols, 4.8 * rows_n), squeeze=False)
@@ -65,7 +134,10 @@ def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path:
               "reference-run": "#7f7f7f"}
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    if not benches:
+    if fam:
+        _family_panel(axes.flat[len(benches)], fam, "model family in miniature: Margin-MSE students re-ranking the "
+                      "DL19 BM25 top 100\n(tools/experiments/family_distill.py, measured here)")
+    if not benches and not fam:
         ax = axes.flat[0]
         ax.text(0.5, 0.5, "no condition has a score to plot", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()

@@ -18,7 +18,10 @@ from kd_pyserini.reproduce.plot import plot_efficiency
 from kd_pyserini.reproduce.verdicts import (ERROR, FAIL, NO_REFERENCE, NOT_CHECKABLE, NOT_RUNNABLE, PASS, Result,
                                             Row)
 
-__all__ = ["leaderboard_markdown", "leaderboard_json", "write_leaderboard"]
+__all__ = ["leaderboard_markdown", "leaderboard_json", "write_leaderboard", "FAMILY_FILE"]
+
+#: a ``tools/experiments/family_distill.py`` result in kd-repro's output folder: drawn into ``efficiency.png``.
+FAMILY_FILE = "family.json"
 
 
 def _f(x: float | None, signed: bool = False) -> str:
@@ -126,9 +129,11 @@ def leaderboard_json(results: Sequence[Result]) -> list[dict[str, Any]]:
 
 
 def write_leaderboard(results: Sequence[Result], matrices: Sequence[Matrix], output_dir: str | os.PathLike,
-                      plot: bool = True) -> dict[str, Path]:
+                      plot: bool = True, family: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``leaderboard.json``, ``commands.log`` (when a command ran) and (``plot``)
-    ``efficiency.png`` into ``output_dir``; their paths by kind (``markdown``, ``json``, ``log``, ``plot``)."""
+    ``efficiency.png`` into ``output_dir``; their paths by kind (``markdown``, ``json``, ``log``, ``plot``).
+    ``family``: a ``family.json`` of ``tools/experiments/family_distill.py``, drawn as one more panel [default:
+    ``output_dir/family.json`` when it exists, so ``kd-repro -o DIR`` draws the one copied there]."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "leaderboard.md", "json": out / "leaderboard.json"}
@@ -143,6 +148,8 @@ def write_leaderboard(results: Sequence[Result], matrices: Sequence[Matrix], out
             for r in logs:
                 f.write(f"### {r.condition.key}\n{r.log}\n")
         paths["log"] = out / "commands.log"
+    if family is None and (out / FAMILY_FILE).is_file():
+        family = out / FAMILY_FILE
     if plot:
-        paths["plot"] = plot_efficiency(results, matrices, out / "efficiency.png")
+        paths["plot"] = plot_efficiency(results, matrices, out / "efficiency.png", family=family)
     return paths

@@ -1,13 +1,15 @@
-"""Re-ranking candidate lists with a cross-encoder (BERT_CAT): each (query, passage) pair read together, one logit.
+"""Re-ranking candidate lists with a re-ranker of any kind: BERT_CAT (each pair read together), ColBERT, PreTTR.
 
 The stage after any first stage: a top1000-style file or a run plus its corpus (:func:`~kd_pyserini.search.
 read_candidates`), BM25 with the Lucene index's stored text (:func:`~kd_pyserini.search.bm25_candidates`), or a
-dense / hybrid run made in the same process. Cross-encoders cost one forward pass per pair, so the default depth is
-:data:`CROSS_ENCODER_DEPTH` (100) where a bi-encoder re-ranks :data:`BI_ENCODER_DEPTH` (1000). The model is any
-re-ranker :func:`kd_pyserini.encoding.rerankers.load_reranker` builds (a
-:class:`kd_pyserini.encoding.cross_encoder.CrossEncoder` for BERT_CAT; no Pyserini, no Java); all pairs of all queries
-go through one ``score_pairs`` call (length-sorted). For a Pyserini hit list use
-:func:`kd_pyserini.encoding.cross_encoder.rerank_hits`.
+dense / hybrid run made in the same process. A cross-encoder costs one forward pass per pair, so its default depth is
+:data:`CROSS_ENCODER_DEPTH` (100) where a bi-encoder re-ranks :data:`BI_ENCODER_DEPTH` (1000); ColBERT
+(``late-interaction``) and PreTTR (``split``) also default to 100 (:data:`DEFAULT_DEPTHS`): without a passage store
+each candidate costs a passage encoder pass (PreTTR: its lower layers, then the joint upper layers per pair), the same
+order as BERT_CAT; with a store (``kd-search --passage-store``) a deeper ``--depth`` is cheap. The model is any
+re-ranker :func:`kd_pyserini.encoding.rerankers.load_reranker` builds (no Pyserini, no Java); all pairs of all queries
+go through one ``score_pairs`` call (length-sorted), with the candidates' ids so that a re-ranker with a passage store
+reads their passage side from it. For a Pyserini hit list use :func:`kd_pyserini.encoding.hits.rerank_hits`.
 """
 
 from __future__ import annotations
@@ -19,22 +21,26 @@ from kd_pyserini.candidates import Candidates
 from kd_pyserini.search.topics import resolve_topics
 from kd_pyserini.trec_io import Run, rank
 
-__all__ = ["CROSS_ENCODER_DEPTH", "BI_ENCODER_DEPTH", "default_depth", "cross_rerank"]
+__all__ = ["CROSS_ENCODER_DEPTH", "BI_ENCODER_DEPTH", "DEFAULT_DEPTHS", "default_depth", "cross_rerank"]
 
 CROSS_ENCODER_DEPTH = 100
 BI_ENCODER_DEPTH = 1000
+#: the re-ranking depth when none is given, by card kind (``bi-encoder``: BERT_Dot; the rest: re-ranker kinds).
+DEFAULT_DEPTHS = {"bi-encoder": BI_ENCODER_DEPTH, "cross-encoder": CROSS_ENCODER_DEPTH,
+                  "late-interaction": CROSS_ENCODER_DEPTH, "split": CROSS_ENCODER_DEPTH}
 
 
 def default_depth(kind: str) -> int:
-    """The re-ranking depth when none is given: 100 for a ``cross-encoder``, 1000 for a ``bi-encoder`` (BERT_Dot)."""
-    return CROSS_ENCODER_DEPTH if kind == "cross-encoder" else BI_ENCODER_DEPTH
+    """The re-ranking depth when none is given (:data:`DEFAULT_DEPTHS`): 1000 for a ``bi-encoder`` (BERT_Dot), 100
+    for every re-ranker kind (``cross-encoder``, ``late-interaction``, ``split``; an unknown kind: 100)."""
+    return DEFAULT_DEPTHS.get(kind, CROSS_ENCODER_DEPTH)
 
 
 def cross_rerank(candidates: Candidates | Run, texts: Mapping[str, str] | None, reranker: Any,
                  depth: int = CROSS_ENCODER_DEPTH, hits: int | None = None, *, topics: Any = None,
                  batch_size: int = 32, device: str | None = None, precision: str = "fp32",
                  max_length: int | None = None, progress: bool | None = None) -> Run:
-    """Re-score each query's top ``depth`` candidates with a cross-encoder.
+    """Re-score each query's top ``depth`` candidates with a re-ranker (any kind).
 
     Args:
         candidates: :class:`~kd_pyserini.candidates.Candidates` (their texts and queries are used) or a run
@@ -80,7 +86,8 @@ def cross_rerank(candidates: Candidates | Run, texts: Mapping[str, str] | None, 
     pids = list(dict.fromkeys(d for ds in lists.values() for d in ds))
     where = {d: j for j, d in enumerate(pids)}
     pairs = [(i, where[d]) for i, q in enumerate(qids) for d in lists[q]]
-    scores = encoder.score_pairs([queries[q] for q in qids], [texts[d] for d in pids], pairs, progress=progress)
+    scores = encoder.score_pairs([queries[q] for q in qids], [texts[d] for d in pids], pairs, progress=progress,
+                                 passage_ids=pids)
     out: Run = {}
     at = 0
     for q in qids:

@@ -94,16 +94,39 @@ def open_query_encoder(model: str, encoding: Encoding = Encoding()) -> QueryEnco
     return query
 
 
-def open_reranker(model: str, encoding: Encoding = Encoding(), progress: bool | None = None) -> Any:
-    """A re-ranker of any kind (cross-encoder, ...), built by its card's kind through
-    :func:`kd_pyserini.encoding.rerankers.load_reranker`; int8 applies to bi-encoders only (re-rankers run fp32)."""
+#: re-ranker card kinds whose passage side a ``kd-index passage-store`` can hold.
+STORE_KINDS = ("late-interaction", "split")
+
+
+def open_reranker(model: str, encoding: Encoding = Encoding(), progress: bool | None = None,
+                  passage_store: str | None = None) -> Any:
+    """A re-ranker of any kind (cross-encoder, late-interaction, split), built by its card's kind through
+    :func:`kd_pyserini.encoding.rerankers.load_reranker`; int8 applies to bi-encoders only (re-rankers run fp32).
+
+    Args:
+        passage_store: a passage store folder of this re-ranker (ColBERT / PreTTR only).
+
+    Raises:
+        UsageError: a passage store for a kind that has none, or one built by another model (one line each).
+    """
+    from kd_pyserini.cards import get_reranker_card
     from kd_pyserini.encoding.cross_encoder import CROSS_PRECISIONS
     from kd_pyserini.encoding.rerankers import load_reranker
+    from kd_pyserini.encoding.stored_passages import PassageStoreError
     from kd_pyserini.progress import quiet_third_party
 
     precision = encoding.precision if encoding.precision in CROSS_PRECISIONS else "fp32"
-    with quiet_third_party(progress):
-        return load_reranker(model, device=encoding.device, precision=precision, batch_size=encoding.batch_size)
+    card = get_reranker_card(model)
+    if passage_store and card.kind not in STORE_KINDS:
+        raise UsageError(f"--passage-store {passage_store}: {card.name} is a {card.kind} re-ranker, which reads query "
+                         "and passage together and has no passage side to store; drop --passage-store (it serves "
+                         "ColBERT and PreTTR re-rankers)")
+    try:
+        with quiet_third_party(progress):
+            return load_reranker(card, device=encoding.device, precision=precision, batch_size=encoding.batch_size,
+                                 store=passage_store or None)
+    except PassageStoreError as e:
+        raise UsageError(f"--passage-store: {e}") from None
 
 
 def first_stage_texts(run: Run, corpus: str | None, bm25: Bm25Searcher | None, stage: str) -> dict[str, str]:
@@ -173,7 +196,7 @@ def _load(spec: SearchSpec) -> _Loaded:
     models: dict[int, Any] = {}
     for i, stage in enumerate(spec.rerank):  # re-rankers first, then the bi-encoder (a bad model fails early)
         if stage.kind == "reranker":
-            models[i] = open_reranker(stage.model, spec.encoding, spec.progress)
+            models[i] = open_reranker(stage.model, spec.encoding, spec.progress, spec.passage_store)
     for i, stage in enumerate(spec.rerank):
         if stage.kind == "bi-encoder":
             models[i] = open_query_encoder(stage.model, spec.encoding)
@@ -251,6 +274,7 @@ def _run(spec: SearchSpec) -> RunResult:
         if reranker is not None:
             config["first_stage"] = spec.first_stage
             config["reranker"] = reranker.describe()
+            config["passage_store"] = _store_info(reranker)
     else:
         run = first
         params = _first_stage_params(spec)
@@ -282,6 +306,17 @@ def _run(spec: SearchSpec) -> RunResult:
     }, timing, tag=spec.tag, k=spec.hits, msmarco=spec.msmarco_format)
     result.timing = SearchTiming(len(run), search_s, time.perf_counter() - t0)
     return result
+
+
+def _store_info(reranker: Any) -> dict[str, Any] | None:
+    """What the sidecar records of a re-ranker's passage store: its folder, its record, and the candidates it missed
+    (encoded at search time)."""
+    store = getattr(reranker, "store", None)
+    if store is None:
+        return None
+    info = dict(getattr(store, "info", {}) or {})
+    return {"path": str(store.path), "passages": info.get("passages"), "dtype": info.get("dtype"),
+            "encoder": info.get("encoder"), "misses": int(getattr(reranker, "store_misses", 0))}
 
 
 def _bm25_params(spec: SearchSpec) -> dict[str, float]:

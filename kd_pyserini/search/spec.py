@@ -165,6 +165,8 @@ class SearchSpec:
         evaluate / qrels / measures: evaluate when qrels are found (``qrels``: a name or file, default the topics'
             own; ``measures``: default the benchmark's official ones).
         progress: progress bars on stderr (``None``: when stderr is a terminal).
+        passage_store: a ``kd-index passage-store`` folder of the re-ranker's passage side (ColBERT / PreTTR only):
+            re-ranking then pays only the query side and the interaction.
     """
 
     output: str
@@ -187,10 +189,13 @@ class SearchSpec:
     qrels: str | None = None
     measures: tuple[str, ...] | None = None
     progress: bool | None = None
+    passage_store: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", os.fspath(self.output))
         object.__setattr__(self, "rerank", tuple(self.rerank))
+        if self.passage_store is not None:
+            object.__setattr__(self, "passage_store", os.fspath(self.passage_store))
         if self.measures is not None:
             object.__setattr__(self, "measures", tuple(self.measures))
         if self.mode is None:
@@ -254,6 +259,9 @@ class SearchSpec:
                             "or --bm25-index with stored raw documents (--first-stage hybrid)")
         if fs == "candidates" and not self.rerank:
             raise SpecError("a candidates file is re-ranked: add a re-rank stage (--encoder or --reranker)")
+        if self.passage_store and not any(s.kind == "reranker" for s in self.rerank):
+            raise SpecError("--passage-store holds a ColBERT/PreTTR re-ranker's passage side: use it with --reranker "
+                            "(a late-interaction or split card), or drop it")
         for name, value in (("hits", self.hits), ("first_stage_depth", self.first_stage_depth),
                             ("fusion depth", self.fusion.depth if self.fusion else None),
                             ("batch_size", self.encoding.batch_size)):
@@ -364,7 +372,7 @@ def spec_from_options(options: Mapping[str, Any]) -> SearchSpec:
     if first and not reranker:
         raise SpecError("--first-stage picks the candidates a --reranker re-scores; without one, use --mode "
                         "bm25|dense|hybrid (or --mode rerank --encoder for a bi-encoder)")
-    depth = get("depth") or default_depth("cross-encoder" if reranker else "bi-encoder")
+    depth = get("depth") or default_depth(_reranker_kind(reranker) if reranker else "bi-encoder")
     topics = get("topics")
     if topics is None and not (mode == "rerank" and candidates):
         raise SpecError("--topics is required (a name such as dl19-passage or scifact, or a file)")
@@ -436,7 +444,19 @@ def spec_from_options(options: Mapping[str, Any]) -> SearchSpec:
         encoding=Encoding(batch_size=get("batch_size", 32), device=get("device"), precision=get("precision", "fp32"),
                           query_max_length=get("query_max_length"), passage_max_length=get("passage_max_length")),
         mode=mode, run_tag=get("run_tag"), msmarco_format=bool(get("msmarco_format")),
-        evaluate=get("do_eval", True), qrels=get("qrels"), measures=measures, progress=get("progress"))
+        evaluate=get("do_eval", True), qrels=get("qrels"), measures=measures, progress=get("progress"),
+        passage_store=get("passage_store"))
+
+
+def _reranker_kind(reranker: str) -> str:
+    """The card kind of a ``--reranker`` (for its default depth); ``cross-encoder`` when it cannot be resolved here
+    (loading it later gives the one-line error)."""
+    from kd_pyserini.cards import get_reranker_card
+
+    try:
+        return str(getattr(get_reranker_card(reranker), "kind", "cross-encoder"))
+    except Exception:  # noqa: BLE001 - resolving is only a hint for the depth; the pipeline reports a bad model
+        return "cross-encoder"
 
 
 def _parse_weights(text: str) -> tuple[float, ...]:

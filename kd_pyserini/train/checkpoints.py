@@ -207,16 +207,44 @@ def check_resume_settings(ckpt: Path, saved: Mapping[str, Any], now: Mapping[str
 
 # ------------------------------------------------------------------------------------------------ trainer state
 
-def trainer_state(trainer: Any, rng: list[dict[str, Any]]) -> dict[str, Any]:
+def trainer_state(trainer: Any, rng: list[dict[str, Any]], teacher_scales: list[Any] | None = None
+                  ) -> dict[str, Any]:
     """What :data:`STATE_FILE` holds for a :class:`~kd_pyserini.train.trainer.MarginMSETrainer`: its
     :class:`~kd_pyserini.train.state.TrainerState` (``state_dict()``), the optimizer, scheduler and scaler states,
     ``rng`` (every rank's :func:`rng_state`), the settings a resume must match and the recipe that was applied
-    (:meth:`~kd_pyserini.train.config.TrainConfig.applied_recipe`: the preset and its overrides)."""
+    (:meth:`~kd_pyserini.train.config.TrainConfig.applied_recipe`: the preset and its overrides), and every rank's
+    ``--in-batch-teacher-scale auto`` calibration (``teacher_scales``, :func:`teacher_scale_state`; each rank fits its
+    own batches)."""
+    if teacher_scales is None:
+        teacher_scales = [teacher_scale_state(getattr(trainer, "in_batch_teacher", None))]
     return {"format": 1, **trainer.state.state_dict(),
             "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler else None, "rng": rng,
             "settings": trainer.settings(), "recipe_applied": trainer.cfg.applied_recipe(),
-            "num_triples": len(trainer.data)}
+            "num_triples": len(trainer.data), "in_batch_teacher_scale": list(teacher_scales)}
+
+
+def teacher_scale_state(teacher: Any) -> dict[str, Any] | None:
+    """An ``--in-batch-teacher-scale auto`` teacher's calibration, as plain values: the fitted scale once the fit is
+    final, else the margins seen so far (so a resumed run refits from exactly them); ``None`` for a fixed scale."""
+    if teacher is None or getattr(teacher, "scale_mode", "fixed") != "auto":
+        return None
+    margins = getattr(teacher, "_margins", ([], []))
+    return {"scale": teacher.scale, "calibrated": bool(getattr(teacher, "_calibrated", False)),
+            "in_batch_margins": [float(x) for x in margins[0]], "file_margins": [float(x) for x in margins[1]]}
+
+
+def restore_teacher_scale(teacher: Any, saved: Mapping[str, Any] | None) -> None:
+    """Put an ``auto`` teacher back where :func:`teacher_scale_state` found it: a final fit through
+    ``teacher.restore_scale``; a fit still in progress by re-observing the saved margins (the same numbers in the same
+    order give the same least-squares scale)."""
+    if teacher is None or not saved or getattr(teacher, "scale_mode", "fixed") != "auto":
+        return
+    if saved.get("calibrated") and saved.get("scale") is not None:
+        teacher.restore_scale(float(saved["scale"]))
+    elif saved.get("in_batch_margins"):
+        teacher.observe_margins(np.asarray(saved["in_batch_margins"], dtype=np.float64),
+                                np.asarray(saved["file_margins"], dtype=np.float64))
 
 
 def load_state(trainer: Any, ckpt: Path, settings: Mapping[str, Any], force: bool) -> None:
@@ -234,6 +262,8 @@ def load_state(trainer: Any, ckpt: Path, settings: Mapping[str, Any], force: boo
     trainer.state.load_state_dict(state)
     rngs = state["rng"]
     world, rank = trainer.dist.world_size, trainer.dist.rank
+    scales = state.get("in_batch_teacher_scale") or [None]
+    restore_teacher_scale(getattr(trainer, "in_batch_teacher", None), scales[rank % len(scales)])
     if len(rngs) != world:
         log.warning("checkpoint has RNG states for %d process(es), this run has %d: dropout randomness differs",
                     len(rngs), world)

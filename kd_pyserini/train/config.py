@@ -12,11 +12,13 @@ from kd_pyserini.errors import KdError, UsageError
 from kd_pyserini.train.model import DEFAULT_STUDENT
 from kd_pyserini.train.teacher_files import TEACHER_FORMATS
 
-__all__ = ["TrainConfig", "TrainResult", "Preset", "PRESETS", "get_preset", "option", "RecipeError",
+__all__ = ["TrainConfig", "TrainResult", "Preset", "PRESETS", "get_preset", "option", "parse_scale", "RecipeError",
            "NonFiniteLossError", "CheckpointWriteError", "OutputInUseError", "ResumeMismatchError",
-           "TrainingInterrupted", "PRECISIONS", "SAMPLINGS"]
+           "TrainingInterrupted", "PRECISIONS", "SAMPLINGS", "ARCHITECTURES"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: student architectures (Hofstätter et al. 2020): BERT_Dot (a bi-encoder: the default), BERT_CAT, ColBERT, PreTTR.
+ARCHITECTURES = ("bert-dot", "bert-cat", "colbert", "prettr")
 SAMPLINGS = ("random", "tas-balanced")
 
 
@@ -100,6 +102,11 @@ class TrainConfig:
                                          "--collection/--queries are given).", flag="--format",
                                  choices=TEACHER_FORMATS)
     skip_bad: bool = option(False, "Skip and count malformed teacher lines instead of stopping.", kind="flag")
+    architecture: str = option("bert-dot", "The student: bert-dot (a bi-encoder: CLS vector, dot product), bert-cat "
+                                           "(query and passage read together), colbert (late interaction over "
+                                           "token vectors) or prettr (split at layer 3); the last three are "
+                                           "saved as re-rankers and train without an in-batch term.",
+                               choices=ARCHITECTURES, recipe=True)
     student: str = option(DEFAULT_STUDENT, "Hub id, local model directory, or encoder card name to start from.",
                           recipe=True)
     student_layers: int | None = option(None, "Keep N of the student's transformer layers, evenly spread and ending "
@@ -142,12 +149,16 @@ class TrainConfig:
                                   recipe=True)
     margin_bins: int = option(10, "tas-balanced: equal-width teacher-margin bins per query.", min=1, recipe=True)
     in_batch_weight: float = option(0.0, "Weight of the in-batch Margin-MSE term (0: off).", min=0, recipe=True)
-    in_batch_teacher: str | None = option(None, "Bi-encoder or cross-encoder card that scores every in-batch "
-                                                "(query, passage) pair on the fly (exact two-sided term) [default: "
-                                                "none: a one-sided approximation from the pair's own margin].",
-                                          metavar="CARD", recipe=True)
-    in_batch_teacher_scale: float = option(1.0, "Multiply the in-batch teacher's scores (e.g. 10 for a cosine "
-                                                "teacher).", min=0, min_open=True, recipe=True)
+    in_batch_teacher: str | None = option(None, "Bi-encoder, cross-encoder, ColBERT or PreTTR card that scores "
+                                                "every in-batch (query, passage) pair on the fly (exact two-sided "
+                                                "term) [margin-mse: none: a one-sided approximation from the pair's own "
+                                                "margin; tas-b: the ColBERT of the paper].", metavar="CARD",
+                                          recipe=True)
+    in_batch_teacher_scale: float | str = option(1.0, "Multiply the in-batch teacher's scores (e.g. 10 for a cosine "
+                                                      "teacher), or 'auto': fit the scale to the teacher file's "
+                                                      "margins of the first 256 triples (saved in checkpoints, "
+                                                      "restored on --resume).", kind="scale", metavar="S|auto",
+                                                 recipe=True)
     resume: str | None = option(None, "Continue exactly from a checkpoint-N folder, an output folder's latest, or "
                                       "'latest' (--output).", metavar="DIR|latest")
     force: bool = option(False, "With --resume: continue although the settings differ from the checkpoint's (not "
@@ -236,8 +247,10 @@ class TrainConfig:
             raise ValueError(f"margin_bins must be >= 1 (got {self.margin_bins})")
         if self.clusters is not None and self.clusters < 1:
             raise ValueError(f"clusters must be >= 1 (got {self.clusters})")
-        if self.in_batch_teacher_scale <= 0:
-            raise ValueError(f"in_batch_teacher_scale must be > 0 (got {self.in_batch_teacher_scale})")
+        self.in_batch_teacher_scale = parse_scale(self.in_batch_teacher_scale)
+        if self.in_batch_teacher_scale == "auto" and not self.in_batch_teacher:
+            raise ValueError("--in-batch-teacher-scale auto fits the scale of an in-batch teacher: give "
+                             "--in-batch-teacher CARD, or drop the scale")
         if self.sampling == "random":
             given = [f"--{n.replace('_', '-')}" for n in ("query_clusters", "cluster_encoder")
                      if getattr(self, n)]
@@ -253,9 +266,39 @@ class TrainConfig:
             if self.cluster_encoder and not self.clusters:
                 raise ValueError("--cluster-encoder needs --clusters K (TAS-B used 2000 for MS MARCO's 400k "
                                  "training queries; about queries/50 for smaller sets)")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        if self.architecture != "bert-dot":
+            if self.in_batch_weight > 0:
+                raise ValueError(f"--architecture {self.architecture} scores (query, passage) pairs, so it has no "
+                                 "in-batch term: drop --in-batch-weight (or use --architecture bert-dot)")
+            given = [f"--{n}" for n in ("pooling", "similarity", "compile") if getattr(self, n)]
+            if given:
+                raise ValueError(f"{' and '.join(given)} apply to bert-dot students only, not --architecture "
+                                 f"{self.architecture}; drop them")
         if self.in_batch_teacher and self.in_batch_weight <= 0:
             raise ValueError("--in-batch-teacher is only used by the in-batch term: give --in-batch-weight W > 0 "
                              "(TAS-B: 0.75)")
+
+
+def parse_scale(value: Any) -> float | str:
+    """An in-batch teacher scale: a number > 0, or ``"auto"`` (any case, surrounding blanks ignored).
+
+    Raises:
+        ValueError: anything else (one line, naming both accepted forms).
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"in_batch_teacher_scale must be a number > 0 or 'auto' (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
+            or value == float("inf"):
+        raise ValueError(f"in_batch_teacher_scale must be a number > 0 or 'auto' (got {value!r})")
+    return float(value)
 
 
 def _plain(value: Any) -> Any:
@@ -289,6 +332,11 @@ class Preset:
         return self.values.get(name, fallback)
 
 
+#: TAS-B's default in-batch teacher: the ColBERT the paper used (Hofstätter et al. 2021, Section 3.2), as the hub
+#: checkpoint of Hofstätter et al. 2020 (card ``colbert-distilbert-margin-mse``). Offline, without it in the Hugging
+#: Face cache, loading it stops with a one-line error naming the fix (--in-batch-teacher CARD|DIR).
+TAS_B_IN_BATCH_TEACHER = "colbert-distilbert-margin-mse"
+
 #: the presets (``kd-train margin-mse`` / ``kd-train tas-b``): Margin-MSE (Hofstätter et al. 2020, the T2
 #: recipe) and TAS-B (Hofstätter et al., SIGIR 2021, arXiv:2104.06967, and matchmaker's
 #: ``config/train/modes/tas_balanced.yaml``; the released checkpoint used batch 256 and the lengths 30/200,
@@ -297,11 +345,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("margin-mse", {}, (), "Margin-MSE: DistilBERT student, CLS pooling, dot product, AdamW at 7e-6, batch "
                                  "32, random sampling."),
     Preset("tas-b", {"batch_size": 256, "lr": 7e-6, "sampling": "tas-balanced", "clusters": 2000,
-                     "in_batch_weight": 0.75, "query_max_length": 30, "passage_max_length": 200},
+                     "in_batch_weight": 0.75, "query_max_length": 30, "passage_max_length": 200,
+                     "in_batch_teacher": TAS_B_IN_BATCH_TEACHER},
            (("in_batch_teacher", "kd-train tas-b needs --in-batch-teacher CARD (TAS-B's dynamic in-batch teacher, "
                                  "e.g. a ColBERT or cross-encoder card); for the one-sided approximation use kd-train "
                                  "margin-mse --in-batch-weight"),),
-           "TAS-B: Margin-MSE + TAS-balanced batches + an in-batch term from a dynamic teacher (required)."),
+           "TAS-B: Margin-MSE + TAS-balanced batches + an in-batch term from a dynamic teacher (default: the "
+           "ColBERT colbert-distilbert-margin-mse, as the paper)."),
 ]}
 
 

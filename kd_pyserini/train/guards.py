@@ -40,11 +40,17 @@ def weights_finite(params: Sequence[torch.Tensor], dist: Dist) -> bool:
 
 @torch.no_grad()
 def vectors_finite(student: torch.nn.Module, batch: Batch, dist: Dist) -> bool:
-    """Whether ``student`` (not autocast: fp32, as an index is built) encodes ``batch`` to finite vectors."""
+    """Whether ``student`` (not autocast: fp32, as an index is built) encodes ``batch`` to finite vectors (a pair
+    student: scores the batch's pairs to finite scores)."""
+    from kd_pyserini.train.objective import is_pair_student, pair_scores
+
     was = student.training
     student.eval()
     try:
-        q, p = student(batch.q_ids, batch.q_mask, batch.p_ids, batch.p_mask)
+        if is_pair_student(student):  # BERT_CAT, ColBERT, PreTTR: the batch's pair scores
+            q, p = pair_scores(student, batch)
+        else:
+            q, p = student(batch.q_ids, batch.q_mask, batch.p_ids, batch.p_mask)
     finally:
         student.train(was)
     return dist.all_true(torch.isfinite(q).all() & torch.isfinite(p).all())

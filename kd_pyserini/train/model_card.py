@@ -116,7 +116,7 @@ def _validations(run_dir: Path, args: dict[str, Any], step: int | None,
 
 
 @cache
-def _in_batch_key(name: str, scale: float, qlen: int | None, plen: int | None) -> dict[str, Any] | None:
+def _in_batch_key(name: str, scale: float | str, qlen: int | None, plen: int | None) -> dict[str, Any] | None:
     try:
         from kd_pyserini.train.in_batch_teacher import in_batch_teacher_key
 
@@ -197,6 +197,31 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+_PAIR_WORDS = {"bert-cat": ("BERT_CAT", "query and passage are read together, `[CLS] query [SEP] passage [SEP]`, and "
+                                       "one linear layer scores the first vector"),
+               "colbert": ("ColBERT", "query (with 8 `[MASK]` tokens) and passage are encoded apart into compressed "
+                                      "token vectors, scored by the sum over query tokens of the best dot product "
+                                      "with a passage token (MaxSim)"),
+               "prettr": ("PreTTR", "query and passage run the lower layers apart, the upper layers together; one "
+                                    "linear layer scores the first vector")}
+
+
+def _pair_intro(title: str, arch: str, card: dict[str, Any], layers: Any, hidden: Any, qlen: Any, plen: Any
+                ) -> list[str]:
+    """The title, description and model table of a BERT_CAT / ColBERT / PreTTR student (a re-ranker)."""
+    name, how = _PAIR_WORDS.get(arch, (arch, "a pair-scoring re-ranker"))
+    extra = (f"compression dimension {card.get('compression_dim')}" if arch == "colbert" else
+             f"split at layer {card.get('join_layer_idx')}" if arch == "prettr" else
+             f"pair max length {card.get('max_length')}")
+    return [f"# {title}", "",
+            f"A **{name}** re-ranker distilled with **Margin-MSE** by kd_pyserini's `kd-train --architecture {arch}` "
+            f"(Hofstätter et al. 2020): {how}. Saved in the layout of the published checkpoints, with a "
+            f"`{CARD_FILENAME}` (kind `{card.get('kind')}`).", "",
+            "## Model", "", "| architecture | layers | hidden size | query max length | passage max length | |",
+            "|---|---|---|---|---|---|", f"| {name} | {layers or '?'} | {hidden or '?'} | {qlen} | {plen} | {extra} |",
+            ""]
+
+
 def model_card_text(folder: str | os.PathLike, *, run_dir: str | os.PathLike | None = None, name: str | None = None,
                     repo_id: str | None = None, license: str | None = None) -> str:
     """The ``README.md`` model card of a kd-train model folder (see the module docstring).
@@ -232,7 +257,13 @@ def model_card_text(folder: str | os.PathLike, *, run_dir: str | os.PathLike | N
     front = ["---", "language:", "- en", *([f"license: {license}"] if license else []),
              "library_name: transformers", "pipeline_tag: feature-extraction", *_yaml_list("tags", tags),
              *_yaml_list("datasets", _datasets(args, info)), *([f"base_model: {base}"] if base else []), "---", ""]
-    body = [f"# {title}", "",
+    pair = str(info.get("architecture") or args.get("architecture") or "bert-dot") != "bert-dot"
+    if pair:  # BERT_CAT, ColBERT, PreTTR: a re-ranker card, no pooling or similarity
+        qlen = card.get("query_max_length") or qlen or args.get("query_max_length")
+        plen = card.get("passage_max_length") or plen or args.get("passage_max_length")
+        tags[3] = str(info.get("architecture"))
+    body = _pair_intro(title, str(info.get("architecture")), card, layers, hidden, qlen, plen) if pair else [
+            f"# {title}", "",
             f"A dense retriever distilled with **{'TAS-B' if recipe == 'tas-b' else 'Margin-MSE'}** by "
             "kd_pyserini's `kd-train` (a Pyserini plugin): one encoder for queries and passages, "
             f"{pooling.upper() if pooling == 'cls' else pooling} pooling, "
@@ -264,8 +295,13 @@ def model_card_text(folder: str | os.PathLike, *, run_dir: str | os.PathLike | N
              + (f" ({data.get('format')}, {data.get('triples')} triples, {_size(data.get('path'))}teacher margin mean "
                 f"{_fmt(data.get('margin_mean'))}, std {_fmt(data.get('margin_std'))})" if data else "") + "."]
     if in_batch:
-        key = _in_batch_key(str(in_batch), float(args.get("in_batch_teacher_scale") or 1.0), qlen, plen)
-        body.append(f"- In-batch teacher: `{in_batch}`, key `{json.dumps(key, sort_keys=True)}`.")
+        raw = args.get("in_batch_teacher_scale")
+        scale: float | str = "auto" if str(raw).strip().lower() == "auto" else float(raw or 1.0)
+        key = _in_batch_key(str(in_batch), scale, qlen, plen)
+        fitted = info.get("in_batch_teacher_scale_fitted")
+        body.append(f"- In-batch teacher: `{in_batch}`, key `{json.dumps(key, sort_keys=True)}`"
+                    + (f"; scale fitted to the teacher file's margins: {_fmt(fitted)}" if scale == "auto"
+                       and isinstance(fitted, (int, float)) else "") + ".")
     if info.get("final"):
         body.append(f"- This is the final model of the run"
                     + (f"; the best validation was at step {info['best_step']} (`best/`)."
@@ -291,10 +327,15 @@ def model_card_text(folder: str | os.PathLike, *, run_dir: str | os.PathLike | N
                  "during training); evaluate the model with `kd-index dense` + `kd-search` before relying on it.",
                  ""]
 
+    if pair:
+        body += ["## Usage", "", "```python", "from kd_pyserini.encoding.rerankers import load_reranker",
+                 f'reranker = load_reranker("{where}")  # or the downloaded folder',
+                 'scores = reranker.score("what is the capital of france", ["Paris is the capital.", "Lyon."])',
+                 "```", "", f"Re-rank a run with `kd-search --mode rerank --reranker {where} ...`.", ""]
     pool_code = ("out.last_hidden_state[:, 0]" if pooling == "cls" else
                  "(out.last_hidden_state * mask).sum(1) / mask.sum(1)")
     norm_code = ["vecs = torch.nn.functional.normalize(vecs, dim=-1)"] if similarity == "cosine" else []
-    body += ["## Usage", "", "```python", "import kd_pyserini",
+    body += [] if pair else ["## Usage", "", "```python", "import kd_pyserini",
              f'encoder = kd_pyserini.get_query_encoder("{where}")  # or the downloaded folder',
              'vector = encoder.encode("what is the capital of france")', "```", "",
              "With Pyserini (after `import kd_pyserini`): `FaissSearcher(index_dir, \"FOLDER\")`, or build an index "

@@ -1,4 +1,5 @@
-"""Margin-MSE training loop for BERT_Dot students (Hofstätter et al. 2020, arXiv:2010.02666).
+"""Margin-MSE training loop for BERT_Dot, BERT_CAT, ColBERT and PreTTR students (Hofstätter et al. 2020,
+arXiv:2010.02666; ``--architecture``, :mod:`kd_pyserini.train.pair_students` for the last three).
 
 One code path for CPU and GPU: the same loop runs a 2-layer test model on a laptop core and DistilBERT on CUDA, with
 bf16/fp16 autocast, gradient accumulation, gradient checkpointing, ``torch.compile`` and DistributedDataParallel
@@ -120,10 +121,8 @@ class MarginMSETrainer:
         ck.seed_everything(cfg.seed + self.dist.rank)
 
         source = str(self.resume_dir) if self.resume_dir else cfg.student
-        self.card = resolve_student_card(source, cfg.pooling, cfg.similarity)
         # a resumed checkpoint already has the kept layers
-        self.student, self.tokenizer = BertDotStudent.from_card(
-            self.card, student_layers=None if self.resume_dir else cfg.student_layers)
+        self.student, self.tokenizer, self.card = make_student(cfg, source, self.resume_dir is not None)
         self.query_max_length = cfg.query_max_length or self.card.query_max_length or 30
         self.passage_max_length = cfg.passage_max_length or self.card.passage_max_length or 200
         self.card = self.card.replace(query_max_length=self.query_max_length,
@@ -199,7 +198,8 @@ class MarginMSETrainer:
                 "query_clusters_sha256": clusters_digest(self.clusters),
                 "cluster_encoder": card_argument(cfg.cluster_encoder), "clusters": cfg.clusters if cfg.cluster_encoder
                 else None,
-                "in_batch_teacher": self._teacher_key(), "recipe": cfg.recipe}
+                "in_batch_teacher": self._teacher_key(), "recipe": cfg.recipe,
+                **({"architecture": cfg.architecture} if cfg.architecture != "bert-dot" else {})}
 
     def _teacher_key(self) -> Any:
         t = self.in_batch_teacher
@@ -215,11 +215,14 @@ class MarginMSETrainer:
 
     def _train_info(self, **extra: Any) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "teacher": str(self.cfg.teacher),
-                "student": self.cfg.student, "loss": self.cfg.recipe,
+                "student": self.cfg.student, "architecture": self.cfg.architecture, "loss": self.cfg.recipe,
                 "recipe_applied": self.cfg.applied_recipe(),
                 "in_batch_weight": self.cfg.in_batch_weight,
                 "student_layers": self.cfg.student_layers, "sampling": self.cfg.sampling,
                 "in_batch_teacher": self.cfg.in_batch_teacher,
+                "in_batch_teacher_scale": self.cfg.in_batch_teacher_scale,
+                "in_batch_teacher_scale_fitted": getattr(self.in_batch_teacher, "scale", None)
+                if self.cfg.in_batch_teacher_scale == "auto" else None,
                 "query_max_length": self.query_max_length, "passage_max_length": self.passage_max_length, **extra}
 
     # -- saving --------------------------------------------------------------------------------------------------
@@ -239,11 +242,12 @@ class MarginMSETrainer:
         """Write ``checkpoint-STEP`` atomically (all ranks must call it; rank 0 writes)."""
         self._require_finite_vectors(f"checkpoint-{self.step}")
         rng = self.dist.gather(ck.rng_state())
+        scales = self.dist.gather(ck.teacher_scale_state(self.in_batch_teacher))
         path = self.output / f"checkpoint-{self.step}"
 
         def write(tmp: Path) -> None:
             self.student.save(tmp, self.tokenizer, self.card, self._train_info(), final_path=path)
-            torch.save(ck.trainer_state(self, rng), tmp / ck.STATE_FILE)
+            torch.save(ck.trainer_state(self, rng, scales), tmp / ck.STATE_FILE)
 
         self._write_everywhere(path, write)
         if self.dist.main:  # keep the newest confirmed one too until the new one has given a finite loss
@@ -493,6 +497,23 @@ class MarginMSETrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+
+
+def make_student(cfg: TrainConfig, source: str, resumed: bool) -> tuple[Any, Any, Any]:
+    """``(student, tokenizer, card)`` of ``cfg.architecture`` from ``source`` (the starting model, or the checkpoint
+    being resumed, which already has its kept layers). A pair student's ``card`` is an encoder card that only carries
+    the name and, later, the lengths (its checkpoints carry their re-ranker card)."""
+    if cfg.architecture == "bert-dot":
+        card = resolve_student_card(source, cfg.pooling, cfg.similarity)
+        student, tokenizer = BertDotStudent.from_card(card, student_layers=None if resumed else cfg.student_layers)
+        return student, tokenizer, card
+    from kd_pyserini.cards import EncoderCard
+    from kd_pyserini.train.pair_students import load_pair_student, new_pair_student
+
+    student, tokenizer = load_pair_student(cfg.architecture, source) if resumed else \
+        new_pair_student(cfg.architecture, source, cfg.student_layers)
+    card = EncoderCard(name=Path(str(cfg.student)).name or str(cfg.student), model_id=str(cfg.student))
+    return student, tokenizer, card
 
 
 def train_margin_mse(config: TrainConfig | None = None, **options: Any) -> TrainResult:

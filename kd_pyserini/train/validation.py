@@ -108,6 +108,8 @@ class RerankValidator:
         if self._q_tok is None:
             raise RuntimeError("call prepare(tokenizer, ...) first")
         device = torch.device(device)
+        if getattr(student, "architecture", "bert-dot") != "bert-dot":
+            return self._run_pairs(student, device, autocast, batch_size)
         was_training = student.training
         student.eval()
         try:
@@ -120,6 +122,32 @@ class RerankValidator:
             rows = torch.tensor([self._pid_row[x] for x in self.candidates[qid]])
             scores = (p[rows] @ q[i]).tolist()
             run[qid] = dict(zip(self.candidates[qid], scores))
+        return run
+
+    def _run_pairs(self, student, device: torch.device, autocast, batch_size: int) -> dict[str, dict[str, float]]:
+        """A pair student (BERT_CAT, ColBERT, PreTTR) scores every (query, candidate) pair, in batches of pairs."""
+        assert self._q_tok is not None and self._p_tok is not None
+        pairs = [(i, self._pid_row[x]) for i, qid in enumerate(self.qids) for x in self.candidates[qid]]
+        scores = np.empty(len(pairs), dtype=np.float32)
+        was_training = student.training
+        student.eval()
+        try:
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start:start + batch_size]
+                q_ids, q_mask = pad_batch([self._q_tok[i] for i, _ in chunk], self._pad_id)
+                p_ids, p_mask = pad_batch([self._p_tok[j] for _, j in chunk], self._pad_id)
+                rows = torch.arange(len(chunk), device=device)
+                with autocast():
+                    s = student(q_ids.to(device), q_mask.to(device), p_ids.to(device), p_mask.to(device), rows, rows)
+                scores[start:start + len(chunk)] = s.float().cpu().numpy()
+        finally:
+            student.train(was_training)
+        run: dict[str, dict[str, float]] = {}
+        at = 0
+        for qid in self.qids:
+            n = len(self.candidates[qid])
+            run[qid] = dict(zip(self.candidates[qid], scores[at:at + n].tolist()))
+            at += n
         return run
 
     def __call__(self, student, device: torch.device | str = "cpu", autocast=contextlib.nullcontext,
