@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
-from kd_pyserini import pyserini_compat
+import kd_pyserini.pyserini_compat.encoders as pyserini_compat  # the encoder-class parts only
 from kd_pyserini.cards import EncoderCard, get_card
 from kd_pyserini.encoding import TextEncoder, resolve_device
 

@@ -16,17 +16,13 @@ A run is marked significant on a measure when its (adjusted) p-value is below ``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from kd_pyserini.eval_measures import Measure
-
 __all__ = ["SIGNIFICANCE_TESTS", "CORRECTIONS", "paired_ttest", "randomization_test", "adjust_p_values",
-           "Comparison", "compare_runs"]
+           "Comparison"]
 
 SIGNIFICANCE_TESTS = ("ttest", "randomization")
 CORRECTIONS = ("holm", "bonferroni", "none")
@@ -163,59 +159,3 @@ class Comparison:
         """Whether ``run`` differs from the baseline on ``measure``: the corrected p-value is below ``alpha``."""
         p = self.p(run, measure)
         return p is not None and p < self.alpha
-
-
-def compare_runs(runs: Mapping[str, Mapping[str, Mapping[str, float]]], qrels: Mapping[str, Mapping[str, int]],
-                 measures: str | Measure | Iterable[str | Measure], *,
-                 test: Literal["ttest", "randomization"] | None = "ttest", alpha: float = 0.05,
-                 n_permutations: int = 10_000, seed: int = 0, correction: str = "holm") -> Comparison:
-    """Evaluate several runs and test each against the first one, per measure, over per-query values.
-
-    Args:
-        runs: ``{name: run}``; the first is the baseline.
-        qrels: ``{qid: {docid: grade}}``.
-        measures: see :func:`kd_pyserini.evaluation.evaluate`.
-        test: ``"ttest"`` (paired t-test), ``"randomization"`` (paired sign-flip test) or ``None``.
-        alpha: significance level.
-        n_permutations: permutations of the randomisation test.
-        seed: seed of the randomisation test.
-        correction: ``"holm"`` (default), ``"bonferroni"`` or ``"none"``, over each measure's ``len(runs) - 1``
-            comparisons (:func:`adjust_p_values`).
-
-    Returns:
-        A :class:`Comparison`.
-
-    Raises:
-        ValueError: no runs, an unknown test or correction.
-    """
-    from kd_pyserini.evaluation import aggregate, evaluate_per_query, parse_measures
-
-    if not runs:
-        raise ValueError("no runs to compare")
-    if test not in (None, *SIGNIFICANCE_TESTS):
-        raise ValueError(f"unknown significance test {test!r}; use one of {', '.join(SIGNIFICANCE_TESTS)} or None")
-    if correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
-    meas = [str(m) for m in parse_measures(measures)]
-    qids = list(qrels)
-    per_query = {name: evaluate_per_query(run, qrels, meas) for name, run in runs.items()}
-    means = {name: {m: aggregate(m, pq[m]) for m in meas} for name, pq in per_query.items()}
-    p_values: dict[str, dict[str, float]] = {}
-    p_adjusted: dict[str, dict[str, float]] = {}
-    names = list(runs)
-    if test is not None and len(names) > 1:
-        base = per_query[names[0]]
-        for name in names[1:]:
-            p_values[name] = {}
-            for m in meas:
-                a = [per_query[name][m][q] for q in qids]
-                b = [base[m][q] for q in qids]
-                p_values[name][m] = (paired_ttest(a, b) if test == "ttest" else
-                                     randomization_test(a, b, n_permutations=n_permutations, seed=seed))
-        p_adjusted = {name: {} for name in names[1:]}
-        for m in meas:
-            adjusted = adjust_p_values([p_values[name][m] for name in names[1:]], correction)
-            for name, p in zip(names[1:], adjusted):
-                p_adjusted[name][m] = p
-    return Comparison(measures=meas, means=means, per_query=per_query, p_values=p_values, test=test, alpha=alpha,
-                      correction=correction, p_adjusted=p_adjusted)

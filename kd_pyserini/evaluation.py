@@ -29,9 +29,12 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kd_pyserini.eval_measures import (FAMILIES, IPREC_LEVELS, Measure, MeasureError, parse_measure, parse_measures,
                                        trec_eval_args)
+from kd_pyserini.eval_significance import (CORRECTIONS, SIGNIFICANCE_TESTS, Comparison, adjust_p_values,
+                                          paired_ttest, randomization_test)
 from kd_pyserini.resources import BENCHMARKS as _RESOURCE_BENCHMARKS
 from kd_pyserini.trec_io import Run, RunWarnings, extra_fields_message, qid_order, rank, read_run
 
@@ -306,8 +309,58 @@ def read_run_checked(path: str | os.PathLike, qrels: Mapping[str, Mapping[str, i
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Significance (kd_pyserini.eval_significance, re-exported)
+# Several runs against the first (the tests and corrections: kd_pyserini.eval_significance, re-exported)
 # --------------------------------------------------------------------------------------------------------------
 
-from kd_pyserini.eval_significance import (CORRECTIONS, SIGNIFICANCE_TESTS, Comparison,  # noqa: E402
-                                           adjust_p_values, compare_runs, paired_ttest, randomization_test)
+def compare_runs(runs: Mapping[str, Mapping[str, Mapping[str, float]]], qrels: Mapping[str, Mapping[str, int]],
+                 measures: str | Measure | Iterable[str | Measure], *,
+                 test: Literal["ttest", "randomization"] | None = "ttest", alpha: float = 0.05,
+                 n_permutations: int = 10_000, seed: int = 0, correction: str = "holm") -> Comparison:
+    """Evaluate several runs and test each against the first one, per measure, over per-query values.
+
+    Args:
+        runs: ``{name: run}``; the first is the baseline.
+        qrels: ``{qid: {docid: grade}}``.
+        measures: see :func:`kd_pyserini.evaluation.evaluate`.
+        test: ``"ttest"`` (paired t-test), ``"randomization"`` (paired sign-flip test) or ``None``.
+        alpha: significance level.
+        n_permutations: permutations of the randomisation test.
+        seed: seed of the randomisation test.
+        correction: ``"holm"`` (default), ``"bonferroni"`` or ``"none"``, over each measure's ``len(runs) - 1``
+            comparisons (:func:`adjust_p_values`).
+
+    Returns:
+        A :class:`Comparison`.
+
+    Raises:
+        ValueError: no runs, an unknown test or correction.
+    """
+    if not runs:
+        raise ValueError("no runs to compare")
+    if test not in (None, *SIGNIFICANCE_TESTS):
+        raise ValueError(f"unknown significance test {test!r}; use one of {', '.join(SIGNIFICANCE_TESTS)} or None")
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    meas = [str(m) for m in parse_measures(measures)]
+    qids = list(qrels)
+    per_query = {name: evaluate_per_query(run, qrels, meas) for name, run in runs.items()}
+    means = {name: {m: aggregate(m, pq[m]) for m in meas} for name, pq in per_query.items()}
+    p_values: dict[str, dict[str, float]] = {}
+    p_adjusted: dict[str, dict[str, float]] = {}
+    names = list(runs)
+    if test is not None and len(names) > 1:
+        base = per_query[names[0]]
+        for name in names[1:]:
+            p_values[name] = {}
+            for m in meas:
+                a = [per_query[name][m][q] for q in qids]
+                b = [base[m][q] for q in qids]
+                p_values[name][m] = (paired_ttest(a, b) if test == "ttest" else
+                                     randomization_test(a, b, n_permutations=n_permutations, seed=seed))
+        p_adjusted = {name: {} for name in names[1:]}
+        for m in meas:
+            adjusted = adjust_p_values([p_values[name][m] for name in names[1:]], correction)
+            for name, p in zip(names[1:], adjusted):
+                p_adjusted[name][m] = p
+    return Comparison(measures=meas, means=means, per_query=per_query, p_values=p_values, test=test, alpha=alpha,
+                      correction=correction, p_adjusted=p_adjusted)

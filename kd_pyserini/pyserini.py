@@ -18,27 +18,15 @@ Pyserini 1.6 and 2.x, and offline (:mod:`kd_pyserini.pyserini_compat`).
 
 from __future__ import annotations
 
-import json
 import runpy
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from kd_pyserini.cards import CARD_FILENAME, _lookup
+from kd_pyserini.pyserini_compat.encoders import route_encoder
 
 __all__ = ["route_encoder", "main"]
 
 # Pyserini encoder-class keyword -> the model types that class can load.
-_CLASS_MODEL_TYPES = {
-    "ance": {"roberta"},
-    "dpr": {"dpr"},
-    "dkrr": {"dpr", "bert"},
-    "cosdpr": {"bert"},
-    "bpr": {"dpr"},
-    "dse": {"qwen2_vl"},
-}
-
-
 def _option(argv: Sequence[str], name: str) -> str | None:
     for i, a in enumerate(argv):
         if a == name and i + 1 < len(argv):
@@ -46,29 +34,6 @@ def _option(argv: Sequence[str], name: str) -> str | None:
         if a.startswith(name + "="):
             return a.split("=", 1)[1]
     return None
-
-
-def route_encoder(encoder: str) -> bool:
-    """Whether ``--encoder encoder`` must be routed to kd_pyserini's classes explicitly.
-
-    True for our cards and for local directories that carry a kd_pyserini card, or whose ``config.json`` model type
-    does not fit the Pyserini class that a substring of the path would select.
-    """
-    if _lookup(encoder) is not None:
-        return True
-    path = Path(encoder).expanduser()
-    if not path.is_dir():
-        return False
-    if (path / CARD_FILENAME).is_file():
-        return True
-    from kd_pyserini.pyserini_compat import encoder_class_maps
-
-    keyword = next((k for k in encoder_class_maps()[0] if k in encoder.lower()), None)
-    if keyword not in _CLASS_MODEL_TYPES:
-        return False
-    cfg = path / "config.json"
-    model_type = json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
-    return model_type not in _CLASS_MODEL_TYPES[keyword]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -125,7 +125,7 @@ def mine_cmd(run_path: str, qrels: str, output: str, depth: int, skip_top: int, 
     non-relevant ones as negatives)."""
     from kd_pyserini.resources import get_qrels
     from kd_pyserini.teacher.mine import mine_triples, read_first_stage, write_triples
-    from kd_pyserini.train import OffsetIndex
+    from kd_pyserini.offsets import OffsetIndex
 
     run = read_first_stage(run_path)
     judged = get_qrels(qrels)

@@ -19,13 +19,11 @@ The rooms:
   (``build_passage_store``, ``PassageStore``; imported on demand, it needs torch only through the re-ranker).
 
 The command line (``kd-index``, ``python -m kd_pyserini.index``: :mod:`kd_pyserini.index.__main__`) is
-:mod:`kd_pyserini.cli.index`. ``main`` is still importable from here (loaded on first access) for old callers only;
-it goes away (see ``KNOWN_EXCEPTIONS`` in tools/layers.py): import :func:`kd_pyserini.cli.index.main` instead.
+:mod:`kd_pyserini.cli.index` (the library never imports it: tools/layers.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 from kd_pyserini.index.bm25 import DOCS_PER_FILE, build_bm25_index
 from kd_pyserini.index.chunks import CRASH_ENV
@@ -44,15 +42,8 @@ __all__ = [
     "IndexParams", "bytes_per_vector", "make_faiss_index", "build_dense_index", "merge_dense_indexes",
     "convert_dense_index", "raw_contents",
     "build_bm25_index", "read_metadata", "check_index_compatible", "package_versions", "parse_shard",
-    "shard_range", "load_docids", "main",
+    "shard_range", "load_docids",
     "MissingMetadataError", "index_info", "FORMAT_NAME", "BM25_FORMAT_NAME", "DOCS_PER_FILE", "CRASH_ENV",
     "CorruptIndexError", "read_faiss_index", "weights_fingerprint",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "main":  # deprecated: the kd-index click group (kd_pyserini.cli.index.main); see the docstring
-        from kd_pyserini.cli.index import main
-
-        return main
-    raise AttributeError(f"module 'kd_pyserini.index' has no attribute {name!r}")

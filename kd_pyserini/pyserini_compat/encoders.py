@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from kd_pyserini.cards import CARD_FILENAME, _lookup
 from kd_pyserini.pyserini_compat.version import is_pyserini2
 
-__all__ = ["encoder_class_maps", "encoded_queries_keyword", "pop_encoded_queries_dir", "query_encoder_base_kwargs",
+__all__ = ["route_encoder", "encoder_class_maps", "encoded_queries_keyword", "pop_encoded_queries_dir", "query_encoder_base_kwargs",
            "has_encoded_queries"]
 
 
@@ -54,3 +57,34 @@ def has_encoded_queries(encoder: Any) -> bool:
     ``has_encoded_queries``)."""
     return bool(getattr(encoder, "has_encoded_queries", False) or getattr(encoder, "has_encoded_query", False))
 
+
+#: Pyserini's encoder-class keywords and the model types each class can load (see :func:`route_encoder`).
+_CLASS_MODEL_TYPES = {
+    "ance": {"roberta"},
+    "dpr": {"dpr"},
+    "dkrr": {"dpr", "bert"},
+    "cosdpr": {"bert"},
+    "bpr": {"dpr"},
+    "dse": {"qwen2_vl"},
+}
+
+
+def route_encoder(encoder: str) -> bool:
+    """Whether ``--encoder encoder`` must be routed to kd_pyserini's classes explicitly.
+
+    True for our cards and for local directories that carry a kd_pyserini card, or whose ``config.json`` model type
+    does not fit the Pyserini class that a substring of the path would select.
+    """
+    if _lookup(encoder) is not None:
+        return True
+    path = Path(encoder).expanduser()
+    if not path.is_dir():
+        return False
+    if (path / CARD_FILENAME).is_file():
+        return True
+    keyword = next((k for k in encoder_class_maps()[0] if k in encoder.lower()), None)
+    if keyword not in _CLASS_MODEL_TYPES:
+        return False
+    cfg = path / "config.json"
+    model_type = json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
+    return model_type not in _CLASS_MODEL_TYPES[keyword]

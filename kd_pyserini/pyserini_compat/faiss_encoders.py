@@ -10,7 +10,7 @@ string encoder goes through it: ``FaissSearcher(index, "...")`` in Python, ``Hyb
 :func:`patch_faiss_searcher` (run by the import hook when ``pyserini.search.faiss._searcher`` is first imported, or
 in place) changes two things, and nothing for strings that are not kd_pyserini's:
 
-* a string that :func:`kd_pyserini.pyserini.route_encoder` routes (a kd card name or alias, a seed model's hub id,
+* a string that :func:`kd_pyserini.pyserini_compat.encoders.route_encoder` routes (a kd card name or alias, a seed model's hub id,
   a folder with a ``kd_pyserini_card.toml`` such as a ``kd-train`` student, or a folder whose model type does not fit
   the class Pyserini's substring would pick) becomes a :class:`kd_pyserini.encoders.KDQueryEncoder`; on a kd index
   (one with ``kd_pyserini.json``) the encoder is checked against the one that built it first
@@ -53,7 +53,7 @@ def recorded_encoder(index_dir: str | Path) -> str | None:
 
 
 def _routes(encoder: str) -> bool:
-    from kd_pyserini.pyserini import route_encoder
+    from kd_pyserini.pyserini_compat.encoders import route_encoder
 
     try:
         return route_encoder(encoder)

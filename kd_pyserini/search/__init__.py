@@ -26,7 +26,6 @@ order (score descending, ties by docid descending).
 
 from __future__ import annotations
 
-from typing import Any
 
 from kd_pyserini.candidates import Candidates
 from kd_pyserini.search.bm25 import BM25_DEFAULT, BM25_MSMARCO, Bm25Searcher, bm25_candidates, search_bm25
@@ -47,12 +46,5 @@ __all__ = ["MODES", "FUSIONS", "BM25_DEFAULT", "BM25_MSMARCO", "DEFAULT_MEASURES
            "read_candidates", "rerank", "fusion_parameters", "fuse_searchers", "search_hybrid", "evaluate_run",
            "SearchTiming", "sidecar_path", "write_sidecar", "read_sidecar", "sidecar_latency", "OutputLock",
            "OutputBusyError", "write_run_and_sidecar", "SearchSpec", "SpecError", "spec_from_options", "read_spec",
-           "run_search", "RunResult", "main"]
+           "run_search", "RunResult"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "main":  # the kd-search command, kept reachable here (click is imported only when asked for)
-        from kd_pyserini.cli.search import main
-
-        return main
-    raise AttributeError(f"module 'kd_pyserini.search' has no attribute {name!r}")

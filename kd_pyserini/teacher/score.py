@@ -188,9 +188,8 @@ class _Texts:
 def _index(path: str | os.PathLike | None) -> Any:
     if path is None:
         return None
-    # kd-train's lazy id<TAB>text reader. The one import of train/ left in teacher/ (a KNOWN_EXCEPTION of
-    # tools/layers.py): OffsetIndex moves down to an io module after the edit of train/offset_index.py under way.
-    from kd_pyserini.train import OffsetIndex
+    # the lazy id<TAB>text reader kd-train uses too (io layer: teacher/ and train/ share it, not each other)
+    from kd_pyserini.offsets import OffsetIndex
 
     return OffsetIndex(path)
 

@@ -8,7 +8,7 @@ second teacher.
 
 Modules (one job each; one loss per module, as in sentence-transformers):
 
-* :mod:`~kd_pyserini.train.offset_index` — :class:`OffsetIndex` (``collection.tsv``/``queries.train.tsv`` read
+* :mod:`~kd_pyserini.offsets` — :class:`OffsetIndex` (``collection.tsv``/``queries.train.tsv`` read
   lazily by byte offset) and the byte-level line reading (BOM, UTF-8 errors as ``file:line``) of every input;
 * :mod:`~kd_pyserini.train.teacher_files` — teacher files (Hofstätter's id format, a text format, JSONL);
 * :mod:`~kd_pyserini.train.batches` — :class:`Triple`, the deterministic data order, tokenised batches;
@@ -36,7 +36,7 @@ from __future__ import annotations
 _LAZY = {
     "Triple": "kd_pyserini.train.batches",
     "Collator": "kd_pyserini.train.batches",
-    "OffsetIndex": "kd_pyserini.train.offset_index",
+    "OffsetIndex": "kd_pyserini.offsets",
     "load_teacher": "kd_pyserini.train.teacher_files",
     "MarginMSELoss": "kd_pyserini.train.margin_mse",
     "margin_mse": "kd_pyserini.train.margin_mse",

@@ -36,7 +36,7 @@ import numpy as np
 
 from kd_pyserini.atomic import atomic_write
 from kd_pyserini.errors import KdError, UsageError
-from kd_pyserini.train.offset_index import open_bytes, utf8_error
+from kd_pyserini.offsets import open_bytes, utf8_error
 from kd_pyserini.trec_io import FormatError
 
 __all__ = ["QueryClusters", "QueryClusterError", "read_query_clusters", "write_query_clusters",

@@ -123,7 +123,7 @@ class QueryKeys(Sequence[str]):
 
 def _qids_for_texts(texts: list[str], lines: list[int], data: Any, queries: Any) -> list[str]:
     """The qid of each text from a ``qid<TAB>text`` file (the first qid of a text listed twice)."""
-    from kd_pyserini.train.offset_index import open_bytes
+    from kd_pyserini.offsets import open_bytes
 
     path = getattr(queries, "path", queries)
     wanted: dict[str, list[int]] = {}

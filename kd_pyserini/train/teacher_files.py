@@ -5,7 +5,7 @@ Distillation", arXiv:2010.02666) publish theirs in the first one:
 
 * ``ids`` — ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid`` (optionally ``.gz``), expanded to text through
   MS MARCO ``collection.tsv`` (``pid<TAB>passage``) and ``queries.train.tsv`` (``qid<TAB>query``), which are read
-  lazily by :class:`~kd_pyserini.train.offset_index.OffsetIndex`. The teacher rows become numpy arrays: 20 bytes per
+  lazily by :class:`~kd_pyserini.offsets.OffsetIndex`. The teacher rows become numpy arrays: 20 bytes per
   triple (two float32 scores, three int32 rows), ~0.8 GB for a 40M-triple teacher file.
 * ``text`` — ``pos_score<TAB>neg_score<TAB>query<TAB>pos_passage<TAB>neg_passage``. Only line offsets and scores are
   kept; lines are re-read lazily (a ``.gz`` file cannot be seeked, so its rows are held in memory instead).
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from kd_pyserini.train.batches import Triple
-from kd_pyserini.train.offset_index import OffsetIndex, open_bytes, utf8_error
+from kd_pyserini.offsets import OffsetIndex, open_bytes, utf8_error
 from kd_pyserini.trec_io import FormatError
 
 __all__ = ["QueryColumn", "TeacherData", "IdTeacherData", "TextTeacherData", "JsonlTeacherData", "load_teacher",
