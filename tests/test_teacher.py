@@ -121,7 +121,7 @@ def test_minilm_teacher_on_mined_dl20_triples_trains_kd_train(data_dir, minilm_d
     assert res.returncode == 0, res.stderr
     rows = _read_teacher(teacher)
     assert [r[2:] for r in rows] == [x.split("\t") for x in triples.read_text().splitlines()]
-    from kd_pyserini.train import OffsetIndex
+    from kd_pyserini.offsets import OffsetIndex
 
     pidx, qidx = OffsetIndex(pool), OffsetIndex(topics)
     q = [qidx.get(r[2]) for r in rows] * 2

@@ -20,7 +20,7 @@ from kd_pyserini.train.in_batch_margin_mse import InBatchMarginMSELoss, in_batch
 from kd_pyserini.train.margin_mse import MarginMSELoss, margin_mse
 from kd_pyserini.train.model import BertDotStudent, resolve_student_card
 from kd_pyserini.train.objective import batch_loss
-from kd_pyserini.train.offset_index import OffsetIndex
+from kd_pyserini.offsets import OffsetIndex
 from kd_pyserini.train.teacher_files import IdTeacherData, JsonlTeacherData, TextTeacherData, load_teacher
 from kd_pyserini.train.trainer import MarginMSETrainer
 

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from kd_pyserini.train.config import PRESETS, RecipeError, TrainConfig
-from kd_pyserini.train.offset_index import OffsetIndex
+from kd_pyserini.offsets import OffsetIndex
 from kd_pyserini.train.state import TrainerState
 from kd_pyserini.train.teacher_files import IdTeacherData, JsonlTeacherData, TextTeacherData
 
