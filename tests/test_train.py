@@ -366,7 +366,7 @@ def test_validation_best_checkpoint_early_stopping_and_cli(tmp_path, tiny_distil
 
 @pytest.mark.slow
 def test_distill_demo_quick_improves_held_out_dl19(tmp_path, data_dir, minilm_dir):
-    """tools/distill_demo.py --quick: MiniLM teacher margins on DL20 candidates, a weak DistilBERT student, held-out
+    """tools/experiments/distill_demo.py --quick: MiniLM teacher margins on DL20 candidates, a weak DistilBERT student, held-out
     DL19 re-ranking (43 queries). Measured here: nDCG@10 0.2435 -> 0.3343 in ~2 min on 2 CPU cores."""
     import subprocess
     import sys
@@ -374,7 +374,7 @@ def test_distill_demo_quick_improves_held_out_dl19(tmp_path, data_dir, minilm_di
     import kd_pyserini
 
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, str(root / "tools" / "distill_demo.py"), "--quick", "--work", str(tmp_path),
+    r = subprocess.run([sys.executable, str(root / "tools" / "experiments" / "distill_demo.py"), "--quick", "--work", str(tmp_path),
                         "--data", str(data_dir)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -28,8 +28,8 @@ queries it never saw.
 
 Usage::
 
-    KD_PYSERINI_DATA=../shared/data python tools/distill_demo.py --work /tmp/kd-distill-demo
-    python tools/distill_demo.py --quick          # ~2 min variant (top-30 candidates, 150 steps; a slow test)
+    KD_PYSERINI_DATA=../shared/data python tools/experiments/distill_demo.py --work /tmp/kd-distill-demo
+    python tools/experiments/distill_demo.py --quick          # ~2 min variant (top-30 candidates, 150 steps; a slow test)
 
 Writes ``WORK/summary.json`` (before/after numbers, command, timings) and ``WORK/student`` (the trained model,
 loadable with ``kd_pyserini.get_query_encoder``).

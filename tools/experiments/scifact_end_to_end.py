@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SciFact end to end: BM25, dense (all-MiniLM-L6-v2) and hybrids, from the raw corpus to a table of scores.
 
-    KD_PYSERINI_DATA=../shared/data python tools/scifact_end_to_end.py [--work out/scifact-e2e] [--rerank-dl]
+    KD_PYSERINI_DATA=../shared/data python tools/experiments/scifact_end_to_end.py [--work out/scifact-e2e] [--rerank-dl]
 
 Steps (each timed):
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import kd_pyserini  # noqa: F401  (starts the JVM before pyserini)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"BM25 (k1=0.9, b=0.4)": {"nDCG@10": 0.6789, "R@100": 0.9253},
             "dense all-MiniLM-L6-v2": {"nDCG@10": 0.6451}}
 

@@ -8,7 +8,7 @@ Every number this script reports is measured by it; every step is cached in ``--
    ``--with-dl20`` adds DL20's BM25 top-100 (by default DL20 stays out of training and picks the learning rate).
 2. **Teacher** all-MiniLM-L6-v2 (real weights; mean, cosine, max length 256) encodes each unique passage and query
    once (:class:`~kd_pyserini.encoding.TextEncoder`, cached in chunks); score = 10 x cosine. Pairs per query as in
-   ``tools/distill_demo.py`` (teacher top-10 vs any, and uniform pairs). Written as ``teacher.ids.tsv`` (Hofstätter's
+   ``tools/experiments/distill_demo.py`` (teacher top-10 vs any, and uniform pairs). Written as ``teacher.ids.tsv`` (Hofstätter's
    ``pos<TAB>neg<TAB>qid<TAB>pid<TAB>pid`` + ``collection.tsv`` + ``queries.tsv``, what kd-train reads: queries keyed
    by qid for the TAS clusters) and, same rows, ``teacher.text.tsv`` (``pos<TAB>neg<TAB>query<TAB>pos<TAB>neg``).
 3. **Student**: all-MiniLM-L6-v2 cut to its 2nd/4th/6th layers, CLS, dot, 30/200 (``--student-layers 3``).
@@ -20,8 +20,8 @@ Every number this script reports is measured by it; every step is cached in ``--
 
 Usage::
 
-    KD_PYSERINI_DATA=/work/shared/data python tools/tas_distill.py --work /work/tas-exp
-    python tools/tas_distill.py --work /tmp/tas-quick --quick     # 200 queries, 50 steps of 8 (a slow test)
+    KD_PYSERINI_DATA=/work/shared/data python tools/experiments/tas_distill.py --work /work/tas-exp
+    python tools/experiments/tas_distill.py --work /tmp/tas-quick --quick     # 200 queries, 50 steps of 8 (a slow test)
 
 Writes ``WORK/summary.json`` and ``WORK/table.md`` (``WORK/quick/`` with ``--quick``).
 """
@@ -529,7 +529,7 @@ def main(argv=None) -> int:
         "training": {k: v["train"] for k, v in trained.items()},
         "latency": latency, "latency_student_model": str(lat_model), "paired_tests": tests, "kd_eval": sig,
         "total_seconds_this_invocation": round(time.time() - t_start, 1),
-        "command": "python tools/tas_distill.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python tools/experiments/tas_distill.py " + shlex.join(sys.argv[1:] if argv is None else argv),
     }
     _write_json(work / "summary.json", summary)
     (work / "table.md").write_text(render_table(summary), encoding="utf-8")
