@@ -330,15 +330,10 @@ def scifact_bm25(scifact, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scifact_dense(scifact, tmp_path_factory, minilm_dir) -> Path:
-    """SciFact encoded by all-MiniLM-L6-v2 (max length 256), once per session, through the CLI."""
-    out = _cache(tmp_path_factory, f"scifact-minilm-{scifact['corpus'].stat().st_size}")
-    if not (out / "kd_pyserini.json").is_file():
-        r = CliRunner().invoke(index_main, ["dense", "--encoder", MINILM, "--corpus", str(scifact["corpus"]),
-                                            "--output", str(out), "--device", "cpu", "--no-progress",
-                                            "--overwrite"])
-        assert r.exit_code == 0, r.output
-    return out
+def scifact_dense(scifact_minilm_index) -> Path:
+    """SciFact encoded by all-MiniLM-L6-v2 (max length 256), once per session: conftest's index, built by README's
+    own quick-start command and shared with tests/test_readme.py."""
+    return scifact_minilm_index
 
 
 @pytest.mark.slow
