@@ -171,8 +171,8 @@ def test_cli_tas_b_trains_with_a_clusters_file(tmp_path, tiny_distilbert_dir, js
 def test_torchrun_ddp_tas_balanced_in_batch_teacher_exact_resume(tmp_path, tiny_distilbert_dir, jsonl):
     """Two CPU processes (gloo): tas-balanced batches dealt to ranks, the in-batch teacher on each, rank 0 builds the
     clusters, and --resume of the DDP run is exact."""
-    def run(out: Path, port: int, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    def run(out: Path, *extra: str) -> None:  # --standalone: torchrun picks a free port
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "kd_pyserini.train", "margin-mse", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir),
                "--output", str(out), "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2", "--save-every", "2",
                "--no-progress", "--log-every", "1", "--cpu-threads", "1", "--sampling", "tas-balanced",
@@ -183,7 +183,7 @@ def test_torchrun_ddp_tas_balanced_in_batch_teacher_exact_resume(tmp_path, tiny_
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("trained 4 steps") == 1
 
-    run(tmp_path / "a", 29621)
+    run(tmp_path / "a")
     args = json.loads((tmp_path / "a" / "training_args.json").read_text())
     assert args["world_size"] == 2 and args["sampling"] == "tas-balanced"
     (tmp_path / "b").mkdir()
@@ -191,7 +191,7 @@ def test_torchrun_ddp_tas_balanced_in_batch_teacher_exact_resume(tmp_path, tiny_
     for name in (CLUSTERS_FILE, CLUSTERS_FILE + ".json"):  # the cache with its record: reused, not rebuilt
         shutil.copy2(tmp_path / "a" / name, tmp_path / "b" / name)
     mtime = (tmp_path / "b" / CLUSTERS_FILE).stat().st_mtime_ns
-    run(tmp_path / "b", 29622, "--resume", "latest")
+    run(tmp_path / "b", "--resume", "latest")
     assert (tmp_path / "b" / CLUSTERS_FILE).stat().st_mtime_ns == mtime
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -393,8 +393,8 @@ def test_torchrun_ddp_on_cpu_and_exact_resume(tmp_path, tiny_distilbert_dir, jso
     import subprocess
     import sys
 
-    def run(out: Path, port: int, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    def run(out: Path, *extra: str) -> None:  # --standalone: torchrun picks a free port
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "kd_pyserini.train", "margin-mse", "--teacher", str(jsonl), "--student", str(tiny_distilbert_dir),
                "--output", str(out), "--max-steps", "4", "--batch-size", "8", "--lr", "1e-2", "--save-every", "2",
                "--no-progress", "--log-every", "1", "--cpu-threads", "1", "--grad-accum", "2", "--in-batch-weight",
@@ -403,14 +403,14 @@ def test_torchrun_ddp_on_cpu_and_exact_resume(tmp_path, tiny_distilbert_dir, jso
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.count("trained 4 steps") == 1  # only rank 0 reports
 
-    run(tmp_path / "a", 29611)
+    run(tmp_path / "a")
     args = json.loads((tmp_path / "a" / "training_args.json").read_text())
     assert args["world_size"] == 2 and args["total_steps"] == 4
     state = torch.load(tmp_path / "a" / "checkpoint-2" / STATE_FILE, weights_only=True)
     assert len(state["rng"]) == 2 and state["batch_in_epoch"] == 4  # 2 steps x grad-accum 2 per rank
     (tmp_path / "b").mkdir()
     shutil.copytree(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
-    run(tmp_path / "b", 29612, "--resume", "latest")
+    run(tmp_path / "b", "--resume", "latest")
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
