@@ -46,10 +46,11 @@ class Settings:
     dense_size: int = 1_000_000           # synthetic collection for the dense benchmark
     hnsw_size: int | None = None          # None: min(dense_size, 250_000) (HNSW build is slow on 2 cores)
     dense_queries: int = 243
-    train_steps: int = 2
+    train_steps: int = 3
     scifact_docs: int | None = None       # None: the whole corpus (5,183)
     scifact_queries: int | None = None    # None: all 300 test topics
     model: str | None = None              # TAS-B-architecture model dir (None: a random one is made)
+    ceilings: dict[str, float | None] = field(default_factory=dict)  # GFLOP/s by precision (run_all measures)
 
     @classmethod
     def make(cls, quick: bool = False, **overrides: Any) -> Settings:
@@ -88,17 +89,30 @@ class Row:
     higher_is_better: bool = True
     ours_label: str = "kd_pyserini"
     note: str = ""
+    peers: dict[str, float | None] = field(default_factory=dict)   # other tools' figure (same metric), by name
+    ceiling: float | None = None          # fraction of this CPU's measured GEMM ceiling (tools/bench/ceiling.py)
+    gflops: float | None = None           # useful GFLOP/s of ours (run_all re-derives ``ceiling`` from it at the end)
+    precision: str | None = None          # the ceiling it is measured against (fp32 / bf16 / int8)
+
+    def _better(self, theirs: float | None) -> float | None:
+        if self.ours is None or theirs is None or self.ours == 0 or theirs == 0:
+            return None
+        return self.ours / theirs if self.higher_is_better else theirs / self.ours
 
     @property
     def ratio(self) -> float | None:
         """How many times better ours is (>1: kd_pyserini better), whatever the direction of the metric."""
-        if self.ours is None or self.pyserini is None or self.ours == 0 or self.pyserini == 0:
-            return None
-        return self.ours / self.pyserini if self.higher_is_better else self.pyserini / self.ours
+        return self._better(self.pyserini)
+
+    @property
+    def ratios(self) -> dict[str, float | None]:
+        """The same ratio against each peer (e.g. ``sentence-transformers``)."""
+        return {name: self._better(v) for name, v in self.peers.items()}
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["ratio"] = self.ratio
+        d["ratios"] = self.ratios
         return d
 
 
@@ -242,6 +256,38 @@ def tasb_model(s: Settings) -> Path:
         return Path(s.model)
     return make_random_distilbert(s.cache_dir / ("tiny-distilbert" if s.quick else "tasb-arch-random"),
                                   tiny=s.quick, seed=s.seed)
+
+
+def bf16_worth_running(s: Settings) -> bool:
+    """bf16 is timed only where its GEMM is not emulated: its measured ceiling at least half the fp32 one (AVX2-only
+    kernels compute bf16 at ~1 GFLOP/s: hours for the suite, and no one would run it). Unknown ceilings: yes."""
+    bf, fp = (s.ceilings or {}).get("bf16"), (s.ceilings or {}).get("fp32")
+    return not (bf and fp) or bf >= 0.5 * fp
+
+
+def st_encoder(model: str | Path, max_length: int, dtype: str = "fp32") -> Any:
+    """sentence-transformers on the same model folder: CLS pooling, no normalisation, ``max_length`` tokens.
+
+    ``dtype="bf16"``: the whole model cast to bfloat16 (sentence-transformers' way: ``model.to(torch.bfloat16)``;
+    layer norms and softmax then run in bf16 too). Raises :class:`Skip` when sentence-transformers is missing.
+    """
+    try:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="sentence_transformers")
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.base.modules.transformer import Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError as e:
+        raise Skip(f"sentence-transformers (>= 6) is not importable: {e}") from e
+    t = Transformer(str(model), max_seq_length=max_length)
+    st = SentenceTransformer(modules=[t, Pooling(t.get_embedding_dimension(), pooling_mode="cls")], device="cpu")
+    st.eval()
+    if dtype == "bf16":
+        import torch
+
+        st.to(torch.bfloat16)
+    return st
 
 
 # ---------------------------------------------------------------------------------------------------------- data

@@ -1,5 +1,7 @@
 """Passage and query encoding: kd_pyserini's encoders against Pyserini's ``AutoDocumentEncoder`` /
-``AutoQueryEncoder`` on the same model (TAS-B architecture), the same texts, interleaved in one process."""
+``AutoQueryEncoder`` and against sentence-transformers (fp32 and bf16), on the same model (TAS-B architecture), the
+same texts, interleaved in one process; every throughput also as a fraction of this CPU's measured GEMM ceiling for
+its precision (:mod:`tools.bench.ceiling`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,27 @@ from typing import Any
 
 import numpy as np
 
-from .common import (PeakRSS, Result, Settings, dl_queries, interleave, mib, pctl, sample_passages, tasb_model,
-                     vector_agreement)
+from .ceiling import encoder_flops, fraction_of_ceiling, useful_gflops
+from .common import (PeakRSS, Result, Settings, bf16_worth_running, dl_queries, interleave, mib, pctl,
+                     sample_passages, st_encoder,
+                     tasb_model, vector_agreement)
+
+ST = "sentence-transformers"
+
+
+def _prec(name: str) -> str:
+    """The precision a variant runs at (its ceiling): ``"kd bf16"`` -> ``bf16``; Pyserini and ST fp32 -> ``fp32``."""
+    for p in ("bf16", "int8"):
+        if p in name:
+            return p
+    return "fp32"
+
+
+def _token_lengths(model: str, texts: list[str], max_length: int) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    return np.array([len(x) for x in tok(texts, truncation=True, max_length=max_length)["input_ids"]])
 
 
 @contextmanager
@@ -67,23 +88,32 @@ def bench_passages(s: Settings) -> Result:
     texts = sample_passages(s)
     bs = s.passage_batch
     theirs = AutoDocumentEncoder(model, device="cpu", pooling="cls", l2_norm=False)
+    bf16 = bf16_worth_running(s)
+    precs = ("fp32", "bf16") if bf16 else ("fp32",)
     variants = {
         "kd fp32": _kd_doc(model, "fp32", batch_size=bs),
         "kd fp32 (sorting only, MKL linear)": _kd_doc(model, "fp32", fast_linear=False, batch_size=bs),
-        "kd bf16": _kd_doc(model, "bf16", batch_size=bs),
+        **({"kd bf16": _kd_doc(model, "bf16", batch_size=bs)} if bf16 else {}),
         "kd int8": _kd_doc(model, "int8", batch_size=bs),
     }
+    if not bf16:
+        r.notes.append(f"bf16 not timed: this CPU's bf16 GEMM is emulated ({s.ceilings.get('bf16')} GFLOP/s vs fp32 "
+                       f"{s.ceilings.get('fp32')})")
 
     def pyserini_encode(chunk: list[str]) -> np.ndarray:
         # pyserini.encode's loop: fixed-size batches in corpus order; no inference_mode / no_grad around it.
         return np.concatenate([theirs.encode(chunk[i:i + bs], max_length=200) for i in range(0, len(chunk), bs)])
 
+    peers = {f"st {p}": st_encoder(model, 200, p) for p in precs}
     chunk = max(bs, min(256, len(texts)))
-    names = ["pyserini", *variants]
+    names = ["pyserini", *peers, *variants]
     secs = dict.fromkeys(names, 0.0)
     peak = dict.fromkeys(names, 0)
     vecs: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    fns = {"pyserini": pyserini_encode, **{n: e.encode for n, e in variants.items()}}
+    fns = {"pyserini": pyserini_encode,
+           **{n: (lambda c, e=e: np.asarray(e.encode(c, batch_size=bs, show_progress_bar=False), dtype=np.float32))
+              for n, e in peers.items()},
+           **{n: e.encode for n, e in variants.items()}}
     for n in names:  # warm-up (first-call allocations, oneDNN kernel creation)
         fns[n](texts[:4])
     for k, start in enumerate(range(0, len(texts), chunk)):
@@ -96,30 +126,40 @@ def bench_passages(s: Settings) -> Result:
             peak[n] = max(peak[n], m.delta)
             vecs[n].append(v)
     V = {n: np.concatenate(v) for n, v in vecs.items()}
-    base = len(texts) / secs["pyserini"]
+    rate = {n: len(texts) / secs[n] for n in names}
+    lens = _token_lengths(model, texts, 200)
+    per_passage = encoder_flops(model, lens) / len(lens)
+    ceil = s.ceilings or {}
     for n in variants:
-        r.add(f"passages/s, {n}", len(texts) / secs[n], base, "passages/s", ours_label=n)
+        p = _prec(n)
+        r.add(f"passages/s, {n}", rate[n], rate["pyserini"], "passages/s", ours_label=n,
+              peers={ST: rate.get(f"st {p}")} if p != "int8" else {ST: None},
+              ceiling=fraction_of_ceiling(rate[n], per_passage, ceil.get(p)),
+              gflops=useful_gflops(rate[n], per_passage), precision=p)
+    r.extra["peer_rates"] = {n: rate[n] for n in ("pyserini", *peers)}
+    r.extra["peer_gflops"] = {n: {"gflops": useful_gflops(rate[n], per_passage), "precision": _prec(n)}
+                              for n in ("pyserini", *peers)}
+    r.extra["gflop_per_passage"] = per_passage / 1e9
     # memory: each variant alone in a fresh process (in this one, memory freed by an earlier run stays resident)
     from .memprobe import probe
 
     mem_texts = texts[:64]
-    mem = {} if s.quick else {n: probe("passages", n, model, mem_texts)
-                              for n in ("pyserini", "kd fp32", "kd bf16", "kd int8")}
+    mem_variants = ["kd fp32", *(["kd bf16"] if bf16 else []), "kd int8"]
+    mem = {} if s.quick else {n: probe("passages", n, model, mem_texts) for n in ("pyserini", *mem_variants)}
     if s.quick:
         r.notes.append("--quick: no memory probe (a fresh process per variant)")
     r.extra["memory_probe"] = mem
-    for n in ("kd fp32", "kd bf16", "kd int8") if mem else ():
+    for n in mem_variants if mem else ():
         if "error" not in mem[n] and "error" not in mem["pyserini"]:
             r.add(f"peak RSS above loaded model, {len(mem_texts)} passages, {n}", mib(mem[n]["peak_above_loaded"]),
                   mib(mem["pyserini"]["peak_above_loaded"]), "MiB", higher_is_better=False, ours_label=n)
     r.extra["in_process_peak_above_start_mib"] = {n: mib(v) for n, v in peak.items()}
     r.agreement["kd fp32 vs pyserini"] = vector_agreement(V["kd fp32"], V["pyserini"])
-    for n in ("kd fp32 (sorting only, MKL linear)", "kd bf16", "kd int8"):
+    r.agreement["kd fp32 vs st fp32"] = vector_agreement(V["kd fp32"], V["st fp32"])
+    if bf16:
+        r.agreement["st bf16 vs kd fp32"] = vector_agreement(V["st bf16"], V["kd fp32"])
+    for n in (v for v in variants if v != "kd fp32"):
         r.agreement[f"{n} vs kd fp32"] = vector_agreement(V[n], V["kd fp32"])
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
-    lens = np.array([len(x) for x in tok(texts, truncation=True, max_length=200)["input_ids"]])
     padded_py = sum(lens[i:i + bs].max() * len(lens[i:i + bs]) for i in range(0, len(lens), bs)) / len(lens)
     srt = np.sort(lens)[::-1]
     padded_kd = sum(srt[i:i + bs].max() * len(srt[i:i + bs]) for i in range(0, len(srt), bs)) / len(srt)
@@ -129,7 +169,10 @@ def bench_passages(s: Settings) -> Result:
     r.extra["chunk"] = chunk
     r.notes.append(f"{len(texts)} DL-pool passages (seed {s.seed}), max length 200, batch {bs}, "
                    f"{_threads()} threads; interleaved in chunks of {chunk}; Pyserini as its encode CLI runs it "
-                   "(no inference_mode).")
+                   "(no inference_mode); sentence-transformers: SentenceTransformer(Transformer + CLS Pooling).encode "
+                   "(it sorts by length too), fp32 and the model cast to bf16 (its way); ratio to ST at the same "
+                   "precision (ST has no int8 model path). ceiling = useful GFLOP/s (unpadded tokens, "
+                   f"{per_passage / 1e9:.2f} GFLOP a passage) / this CPU's GEMM GFLOP/s at that precision.")
     if not s.quick:
         r.extra["batch_sweep"] = _batch_sweep(model, texts[:256])
         enc = variants["kd fp32"]
@@ -164,8 +207,14 @@ def bench_queries(s: Settings) -> Result:
     model = str(tasb_model(s))
     queries = dl_queries(s)
     theirs = AutoQueryEncoder(model, device="cpu", pooling="cls", l2_norm=False)
-    kd = {p: _kd_query(model, p) for p in ("fp32", "bf16", "int8")}
+    bf16 = bf16_worth_running(s)
+    kd = {p: _kd_query(model, p) for p in (("fp32", "bf16", "int8") if bf16 else ("fp32", "int8"))}
+    st = {p: st_encoder(model, 30, p) for p in (("fp32", "bf16") if bf16 else ("fp32",))}
+    if not bf16:
+        r.notes.append(f"bf16 not timed: this CPU's bf16 GEMM is emulated ({s.ceilings.get('bf16')} GFLOP/s)")
     fns: dict[str, Callable[[str], np.ndarray]] = {"pyserini": lambda q: theirs.encode(q, max_length=30)}
+    fns.update({f"st {p}": (lambda q, e=e: np.asarray(e.encode(q, show_progress_bar=False), dtype=np.float32))
+                for p, e in st.items()})
     fns.update({f"kd {p}": e.encode for p, e in kd.items()})
     names = list(fns)
     for q in queries[:5]:
@@ -179,23 +228,42 @@ def bench_queries(s: Settings) -> Result:
             v = fns[n](q)
             lat[n].append(time.perf_counter() - t0)
             vec[n].append(v)
-    py50, py95 = pctl(lat["pyserini"], 50) * 1e3, pctl(lat["pyserini"], 95) * 1e3
-    for n in names[1:]:
-        r.add(f"single-query p50, {n}", pctl(lat[n], 50) * 1e3, py50, "ms", higher_is_better=False, ours_label=n)
-    for n in names[1:]:
-        r.add(f"single-query p95, {n}", pctl(lat[n], 95) * 1e3, py95, "ms", higher_is_better=False, ours_label=n)
+    qlens = _token_lengths(model, queries, 30)
+    per_query = encoder_flops(model, qlens) / len(qlens)
+    ceil = s.ceilings or {}
+    ours = [n for n in names if n.startswith("kd ")]
+
+    def st_peer(n: str, vals: dict[str, float]) -> dict[str, float | None]:
+        return {ST: vals.get(f"st {_prec(n)}")}
+
+    for q in (50, 95):
+        v = {n: pctl(lat[n], q) * 1e3 for n in names}
+        for n in ours:
+            r.add(f"single-query p{q}, {n}", v[n], v["pyserini"], "ms", higher_is_better=False, ours_label=n,
+                  peers=st_peer(n, v), **(dict(ceiling=fraction_of_ceiling(1e3 / v[n], per_query, ceil.get(_prec(n))),
+                                               gflops=useful_gflops(1e3 / v[n], per_query), precision=_prec(n))
+                                          if q == 50 else {}))
+        r.extra[f"peer_p{q}_ms"] = {n: v[n] for n in names if not n.startswith("kd ")}
     V = {n: np.stack(v) for n, v in vec.items()}
     r.agreement["kd fp32 vs pyserini"] = vector_agreement(V["kd fp32"], V["pyserini"])
-    for p in ("bf16", "int8"):
+    r.agreement["kd fp32 vs st fp32"] = vector_agreement(V["kd fp32"], V["st fp32"])
+    for p in (p for p in kd if p != "fp32"):
         r.agreement[f"kd {p} vs kd fp32"] = vector_agreement(V[f"kd {p}"], V["kd fp32"])
 
     # batched: Pyserini's FaissSearcher.batch_search loops over encode() (AutoQueryEncoder has no encode_batch)
     batch_fns = {"pyserini": lambda: [theirs.encode(q, max_length=30) for q in queries],
+                 **{f"st {p}": (lambda e=e: e.encode(queries, batch_size=32, show_progress_bar=False))
+                    for p, e in st.items()},
                  **{f"kd {p}": (lambda e=e: e.encode_batch(queries)) for p, e in kd.items()}}
     t = interleave(batch_fns, rounds=2 if not s.quick else 1, warmup=0)
+    qps = {n: len(queries) / min(ts) for n, ts in t.items()}
     for p in kd:
-        r.add(f"batched queries/s, kd {p}", len(queries) / min(t[f"kd {p}"]), len(queries) / min(t["pyserini"]),
-              "queries/s", ours_label=f"kd {p}")
+        n = f"kd {p}"
+        r.add(f"batched queries/s, {n}", qps[n], qps["pyserini"], "queries/s", ours_label=n, peers=st_peer(n, qps),
+              ceiling=fraction_of_ceiling(qps[n], per_query, ceil.get(p)), gflops=useful_gflops(qps[n], per_query),
+              precision=p)
+    r.extra["peer_batched_qps"] = {n: qps[n] for n in qps if not n.startswith("kd ")}
+    r.extra["gflop_per_query"] = per_query / 1e9
 
     # threads: 1 vs the default for single queries (small matmuls: thread sync can cost more than it brings)
     default = torch.get_num_threads()
@@ -219,5 +287,9 @@ def bench_queries(s: Settings) -> Result:
         r.extra["profile_pyserini_single_query"] = profile_top(
             lambda: [theirs.encode(q, max_length=30) for q in queries[:20]])
     r.notes.append(f"{len(queries)} DL19+DL20 topics, max length 30, {default} threads; each query encoded by every "
-                   "encoder in turn (order alternating). Pyserini's batched path = its per-query loop.")
+                   "encoder in turn (order alternating). Pyserini's batched path = its per-query loop; "
+                   "sentence-transformers: "
+                   "encode(query) / encode(queries, batch_size=32), CLS pooling, 30 tokens, ratio at the same "
+                   "precision (none for int8). ceiling: of the GEMM rate at that precision (single queries are "
+                   "bound by memory and per-call overhead, not FLOPs: a small share is expected).")
     return r

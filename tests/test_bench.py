@@ -1,0 +1,263 @@
+"""The benchmark tooling itself (tools/bench): CPU kind and ceilings, FLOP counts, ratios to peers, the PERFORMANCE.md
+generator, the forced-AVX2 child, the sentence-transformers trainer alignment and the CUDA script's CPU-side parts.
+
+No timing is asserted anywhere (speeds live in the benchmarks, as ratios); these tests check structure, arithmetic
+and that the comparisons compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools.bench import ceiling, make_performance_md as mkmd  # noqa: E402
+from tools.bench.common import Row  # noqa: E402
+
+AMX_FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"]
+
+
+# --- CPU kind and ceilings ----------------------------------------------------------------------------------------
+
+def test_cpu_kind_labels_each_instruction_set_and_a_forced_cap():
+    assert ceiling.cpu_kind(["avx2", "fma"], env={})["kind"] == "AVX2 only"
+    avx512 = ceiling.cpu_kind(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], env={})
+    assert avx512["kind"] == "AVX-512 (VNNI, bf16)" and not avx512["isa"]["amx"]
+    amx = ceiling.cpu_kind(AMX_FLAGS, env={})
+    assert amx["kind"] == "AMX (AVX-512, VNNI, bf16)"
+    assert amx["isa"] == {"avx2": True, "avx512": True, "vnni": True, "amx": True, "bf16_native": True}
+    forced = ceiling.cpu_kind(AMX_FLAGS, env=dict(ceiling.FORCE_AVX2_ENV))
+    assert forced["kind"] == "AVX2 kernels forced on an AMX CPU"
+    assert forced["forced"] == ceiling.FORCE_AVX2_ENV
+    assert forced["effective"]["amx"] is False and forced["effective"]["avx512"] is False
+    assert forced["isa"]["amx"] is True  # the hardware is still recorded as it is
+
+
+def test_measure_ceilings_reports_every_precision_and_kernel():
+    c = ceiling.measure_ceilings(m=256, k=256, n=256, seconds=0.01)
+    assert c["shape"] == [256, 256, 256] and set(c["gflops"]) == {"fp32", "bf16", "int8"}
+    assert set(c["kernels"]["fp32"]) == {"mkl mm", "onednn prepacked"}
+    assert c["gflops"]["fp32"] > 0  # fp32 mm exists everywhere
+    for prec, kernels in c["kernels"].items():
+        for v in kernels.values():  # a number, or the error that kernel gave here
+            assert isinstance(v, float) or str(v).startswith("error:"), (prec, v)
+
+
+def test_encoder_flops_match_the_tasb_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"n_layers": 6, "dim": 768, "hidden_dim": 3072}))
+    per_passage = ceiling.encoder_flops(tmp_path, [82])
+    assert 7.0e9 < per_passage < 7.2e9  # the issue's "82 tokens, 7.1 GFLOP a passage"
+    assert ceiling.encoder_flops(tmp_path, [82, 82]) == 2 * per_passage
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 6, "hidden_size": 768,
+                                                      "intermediate_size": 3072}))
+    assert ceiling.encoder_flops(tmp_path, [82]) == per_passage  # BERT's key names give the same count
+    assert ceiling.fraction_of_ceiling(10.0, 7.1e9, 142.0) == pytest.approx(0.5)
+    assert ceiling.fraction_of_ceiling(10.0, 7.1e9, None) is None
+
+
+def test_rows_give_ratios_to_every_peer_in_the_metric_direction():
+    r = Row("passages/s", 20.0, 10.0, "p/s", peers={"sentence-transformers": 16.0, "onnx": None})
+    assert r.ratio == 2.0 and r.ratios == {"sentence-transformers": 1.25, "onnx": None}
+    lat = Row("p50", 5.0, 20.0, "ms", higher_is_better=False, peers={"sentence-transformers": 10.0})
+    assert lat.ratio == 4.0 and lat.ratios["sentence-transformers"] == 2.0
+    d = lat.as_dict()
+    assert d["ratios"] == {"sentence-transformers": 2.0} and d["ceiling"] is None
+
+
+# --- PERFORMANCE.md generator -------------------------------------------------------------------------------------
+
+def _report(kind: dict | None, ceilings: dict | None) -> dict:
+    machine = {"cpu_model": "Test CPU", "cpus": 2, "date": "2026-12-07T05:00:00+00:00", "load_avg": [1.0, 1.0, 1.0],
+               "load_avg_end": [1.5], "cpu_flags": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"]}
+    if kind:
+        machine["cpu_kind"] = kind
+    if ceilings:
+        machine["ceilings"] = ceilings
+    row = Row("passages/s, kd fp32", 40.0, 10.0, "passages/s", peers={"sentence-transformers": 32.0},
+              ceiling=0.42).as_dict()
+    return {"machine": machine, "quick": False, "benchmarks": {
+        "passages": {"name": "passages", "skipped": None, "seconds": 10.0, "rows": [row], "agreement": {},
+                     "notes": ["a note"], "extra": {}},
+        "sparse": {"name": "sparse", "skipped": "error: something", "seconds": 0.0, "rows": [], "agreement": {},
+                   "notes": [], "extra": {}}}}
+
+
+def test_performance_md_section_per_cpu_kind_and_splice_keeps_the_hand_written_text(tmp_path):
+    new = _report(ceiling.cpu_kind(AMX_FLAGS, env=dict(ceiling.FORCE_AVX2_ENV)),
+                  {"shape": [2048, 768, 3072], "threads": 2, "gflops": {"fp32": 100.0, "bf16": 1.0, "int8": 90.0},
+                   "kernels": {"fp32": {"mkl mm": 100.0}, "bf16": {"mm": 1.0}, "int8": {"_int_mm": 90.0}}})
+    old = _report(None, None)
+    sec = mkmd.section([("new.json", new), ("old.json", old)])
+    assert sec.startswith(mkmd.BEGIN) and sec.endswith(mkmd.END)
+    assert "Test CPU: AVX2 kernels forced on an AMX CPU" in sec and "Test CPU: AVX-512 (VNNI, bf16)" in sec
+    assert "`ONEDNN_MAX_CPU_ISA=AVX2`" in sec and "not a measurement of an AVX2-only CPU" in sec
+    assert "| fp32 | 100.0 |" in sec and "No GEMM ceiling was measured" in sec
+    assert "| passages/s, kd fp32 | 40.000 | 10.569" not in sec
+    assert "| passages/s, kd fp32 | 40.000 | 10.000 | 4.00x | 32.000 | 1.25x | 42% | passages/s |" in sec
+    assert "Skipped: error: something" in sec
+    doc = "# Performance\n\nhand-written intro\n\n" + mkmd.BEGIN + "\nstale\n" + mkmd.END + "\n\n## After\nkept\n"
+    out = mkmd.splice(doc, sec)
+    assert "hand-written intro" in out and "## After\nkept" in out and "stale" not in out
+    assert mkmd.splice(out, sec) == out  # idempotent
+    assert mkmd.splice("# P\n", sec).endswith(mkmd.END + "\n")  # no markers yet: appended
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(new))
+    md = tmp_path / "PERF.md"
+    md.write_text(doc)
+    assert mkmd.main([str(path), "--doc", str(md)]) == 0
+    assert mkmd.main([str(path), "--doc", str(md), "--check"]) == 0
+    md.write_text(md.read_text().replace("42%", "41%"))
+    assert mkmd.main([str(path), "--doc", str(md), "--check"]) == 1
+
+
+def test_performance_md_is_generated_from_the_stored_results():
+    """PERFORMANCE.md's per-CPU section is what the generator writes from tools/bench/results/ (not typed)."""
+    assert mkmd.default_paths(), "no benchmark reports in tools/bench/results/"
+    assert mkmd.main(["--check"]) == 0, "PERFORMANCE.md is stale: run python tools/bench/make_performance_md.py"
+
+
+# --- run_all --force-avx2 -----------------------------------------------------------------------------------------
+
+def test_force_avx2_reruns_in_a_child_with_the_kernel_caps(monkeypatch):
+    pytest.importorskip("pyserini")
+    from tools.bench import run_all
+
+    seen = {}
+
+    def fake_call(cmd, env):
+        seen["cmd"], seen["env"] = cmd, env
+        return 0
+
+    monkeypatch.setattr(run_all.subprocess, "call", fake_call)
+    assert run_all.main(["--force-avx2", "--quick", "--only", "queries"]) == 0
+    assert "--force-avx2" not in seen["cmd"] and seen["cmd"][-3:] == ["--quick", "--only", "queries"]
+    for k, v in ceiling.FORCE_AVX2_ENV.items():
+        assert seen["env"][k] == v
+
+
+def test_merge_into_keeps_one_ceiling_and_rederives_every_fraction(tmp_path):
+    pytest.importorskip("pyserini")
+    from tools.bench import run_all
+
+    kind = ceiling.cpu_kind(AMX_FLAGS, env={})
+    base = _report(kind, {"gflops": {"fp32": 100.0, "bf16": 400.0, "int8": None}})
+    row = base["benchmarks"]["passages"]["rows"][0]
+    row.update(gflops=60.0, precision="fp32", ceiling=0.5)  # an interrupted run's row: its ceiling was 120
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(base))
+    extra = _report(kind, {"gflops": {"fp32": 110.0, "bf16": 500.0, "int8": 50.0},
+                           "measurements": [{"gflops": {"fp32": 110.0, "bf16": 500.0, "int8": 50.0}}]})
+    extra["benchmarks"] = {"training_gap": {"name": "training_gap", "skipped": None, "seconds": 1.0, "rows": [],
+                                            "agreement": {}, "notes": [], "extra": {}}}
+    merged = run_all._merge(path, extra)
+    assert set(merged["benchmarks"]) == {"passages", "sparse", "training_gap"}
+    assert merged["machine"]["ceilings"]["gflops"] == {"fp32": 120.0, "bf16": 500.0, "int8": 50.0}
+    assert merged["benchmarks"]["passages"]["rows"][0]["ceiling"] == pytest.approx(0.5)
+    assert merged["benchmarks"]["training_gap"]["extra"]["run"]["separate_run"] is True
+    assert json.loads(path.read_text())["machine"]["merged_runs"][0]["benchmarks"] == ["training_gap"]
+    other = _report(ceiling.cpu_kind(["avx2"], env={}), None)
+    with pytest.raises(SystemExit):
+        run_all._merge(path, other)
+
+
+# --- the CUDA script, CPU side ------------------------------------------------------------------------------------
+
+def test_gpu_script_arguments_and_plan():
+    from tools.bench import gpu
+
+    a = gpu.parse_args([])
+    assert a.only == list(gpu.SECTIONS) and a.budget_s <= 480 and a.passages > a.small
+    a = gpu.parse_args(["--only", "queries", "--only", "queries", "--queries", "10"])
+    assert a.only == ["queries"] and a.queries == 10
+    for bad in (["--small", "20000"], ["--passages", "0"], ["--only", "nope"]):
+        with pytest.raises(SystemExit):
+            gpu.parse_args(bad)
+    plan = "\n".join(gpu.plan(gpu.parse_args([])))
+    assert "pyserini.encode" in plan and "--device cuda:0" in plan and "--fp16" in plan
+    assert "MarginMSELoss" in plan and "bf16" in plan
+    cmd = gpu.pyserini_cli(Path("c.jsonl"), Path("e"), "m", 64)
+    assert cmd[cmd.index("--batch-size") + 1] == "64" and cmd[cmd.index("--max-length") + 1] == "200"
+
+
+def test_gpu_script_fails_fast_without_cuda(monkeypatch, capsys):
+    import torch
+
+    from tools.bench import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        gpu.require_cuda()
+    assert e.value.code == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_gpu_script_without_cuda_exits_2_and_dry_run_passes(data_dir):
+    import torch
+
+    script = str(ROOT / "tools" / "bench" / "gpu.py")
+    env_data = {"KD_PYSERINI_DATA": str(data_dir)}
+    import os
+
+    env = {**os.environ, **env_data}
+    if not torch.cuda.is_available():
+        r = subprocess.run([sys.executable, script, "--only", "queries"], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 2 and "needs a CUDA device" in r.stderr
+    r = subprocess.run([sys.executable, script, "--dry-run"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nothing measured" in r.stdout and "missing: nothing" in r.stdout
+
+
+def test_gpu_script_cpu_smoke_runs_every_section(data_dir, tmp_path):
+    """Every section of the CUDA script on CPU (tiny model, bf16, Pyserini's CLI with --device cpu): the code paths
+    and the report, not the speeds."""
+    import os
+
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "gpu.py"), "--cpu-smoke", "--passages", "24",
+                        "--small", "8", "--batch-size", "8", "--queries", "3", "--train-steps", "1",
+                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "KD_PYSERINI_DATA": str(data_dir)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert set(rep["sections"]) == {"passages", "queries", "training"}
+    p = rep["sections"]["passages"]
+    assert p["cli"]["full"]["rc"] == 0 and p["cli"]["full"]["output_files"]
+    assert p["agreement_kd_vs_st"]["bf16"]["cos_min"] > 0.99
+    for sec in rep["sections"].values():
+        assert sec["rows"] and all(row["ratio_st"] > 0 for row in sec["rows"])
+
+
+# --- the training comparison is like with like --------------------------------------------------------------------
+
+def test_sentence_transformers_trainer_replays_kd_batches_with_equal_losses(data_dir, tmp_path):
+    """With dropout off (the one RNG stream the two trainers cannot share), kd's trainer and sentence-transformers'
+    trainer with MarginMSELoss give the same per-step losses: same data order, loss, optimizer and schedule."""
+    pytest.importorskip("accelerate")
+    import shutil
+
+    from tools.bench.common import Settings, tasb_model
+    from tools.bench.st_train import st_trainer
+    from tools.bench.train_steps import Triples, kd_trainer
+    from tools.bench.training import _triples
+
+    s = Settings.make(quick=True, data_dir=data_dir, cache_dir=tmp_path / "cache")
+    model = Path(shutil.copytree(tasb_model(s), tmp_path / "nodrop"))
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(dropout=0.0, attention_dropout=0.0)
+    (model / "config.json").write_text(json.dumps(cfg))
+    data = Triples(_triples(s, 32 * 3))
+    kd = kd_trainer(s, str(model), data, "fp32", 2, str(tmp_path / "kd"))
+    st = st_trainer(str(model), list(data), kd["order"], "fp32", 2, lr=kd["lr"], weight_decay=kd["weight_decay"],
+                    seed=kd["seed"], out=str(tmp_path))
+    assert len(kd["losses"]) == len(st["losses"]) == 3
+    for a, b in zip(kd["losses"], st["losses"]):
+        assert a == pytest.approx(b, rel=1e-4)
