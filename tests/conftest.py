@@ -174,7 +174,7 @@ def _logging_state_unchanged(request):
     """Fail the test that leaves the logging state kd_pyserini's warnings depend on changed (and restore it), instead
     of letting a later test's ``caplog`` silently miss a warning. kd_pyserini never configures its own loggers (only
     the CLIs call ``logging.basicConfig``, on the root logger, which does nothing while pytest's handlers are there),
-    so any change comes from the test or from tool code it runs in-process (as ``tools/bench``'s
+    so any change comes from the test or from tool code it runs in-process (as ``tools/benchmarks``'s
     ``quiet_pyserini_logs`` once left the ``kd_pyserini`` logger at ERROR)."""
     before = _kd_logging_state()
     yield

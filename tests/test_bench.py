@@ -1,4 +1,4 @@
-"""The benchmark tooling itself (tools/bench): CPU kind and ceilings, FLOP counts, ratios to peers, the PERFORMANCE.md
+"""The benchmark tooling itself (tools/benchmarks): CPU kind and ceilings, FLOP counts, ratios to peers, the PERFORMANCE.md
 generator, the forced-AVX2 child, the sentence-transformers trainer alignment and the CUDA script's CPU-side parts.
 
 No timing is asserted anywhere (speeds live in the benchmarks, as ratios); these tests check structure, arithmetic
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tools.bench import ceiling, make_performance_md as mkmd  # noqa: E402
-from tools.bench.common import Row  # noqa: E402
+from tools.benchmarks import ceiling, make_performance_md as mkmd  # noqa: E402
+from tools.benchmarks.common import Row  # noqa: E402
 
 AMX_FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"]
 
@@ -118,16 +118,16 @@ def test_performance_md_section_per_cpu_kind_and_splice_keeps_the_hand_written_t
 
 
 def test_performance_md_is_generated_from_the_stored_results():
-    """PERFORMANCE.md's per-CPU section is what the generator writes from tools/bench/results/ (not typed)."""
-    assert mkmd.default_paths(), "no benchmark reports in tools/bench/results/"
-    assert mkmd.main(["--check"]) == 0, "PERFORMANCE.md is stale: run python tools/bench/make_performance_md.py"
+    """PERFORMANCE.md's per-CPU section is what the generator writes from tools/benchmarks/results/ (not typed)."""
+    assert mkmd.default_paths(), "no benchmark reports in tools/benchmarks/results/"
+    assert mkmd.main(["--check"]) == 0, "PERFORMANCE.md is stale: run python tools/benchmarks/make_performance_md.py"
 
 
 # --- run_all --force-avx2 -----------------------------------------------------------------------------------------
 
 def test_force_avx2_reruns_in_a_child_with_the_kernel_caps(monkeypatch):
     pytest.importorskip("pyserini")
-    from tools.bench import run_all
+    from tools.benchmarks import run_all
 
     seen = {}
 
@@ -144,7 +144,7 @@ def test_force_avx2_reruns_in_a_child_with_the_kernel_caps(monkeypatch):
 
 def test_merge_into_keeps_one_ceiling_and_rederives_every_fraction(tmp_path):
     pytest.importorskip("pyserini")
-    from tools.bench import run_all
+    from tools.benchmarks import run_all
 
     kind = ceiling.cpu_kind(AMX_FLAGS, env={})
     base = _report(kind, {"gflops": {"fp32": 100.0, "bf16": 400.0, "int8": None}})
@@ -170,7 +170,7 @@ def test_merge_into_keeps_one_ceiling_and_rederives_every_fraction(tmp_path):
 # --- the CUDA script, CPU side ------------------------------------------------------------------------------------
 
 def test_gpu_script_arguments_and_plan():
-    from tools.bench import gpu
+    from tools.benchmarks import gpu
 
     a = gpu.parse_args([])
     assert a.only == list(gpu.SECTIONS) and a.budget_s <= 480 and a.passages > a.small
@@ -189,7 +189,7 @@ def test_gpu_script_arguments_and_plan():
 def test_gpu_script_fails_fast_without_cuda(monkeypatch, capsys):
     import torch
 
-    from tools.bench import gpu
+    from tools.benchmarks import gpu
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as e:
@@ -201,7 +201,7 @@ def test_gpu_script_fails_fast_without_cuda(monkeypatch, capsys):
 def test_gpu_script_without_cuda_exits_2_and_dry_run_passes(data_dir):
     import torch
 
-    script = str(ROOT / "tools" / "bench" / "gpu.py")
+    script = str(ROOT / "tools" / "benchmarks" / "gpu.py")
     env_data = {"KD_PYSERINI_DATA": str(data_dir)}
     import os
 
@@ -221,7 +221,7 @@ def test_gpu_script_cpu_smoke_runs_every_section(data_dir, tmp_path):
     import os
 
     out = tmp_path / "gpu.json"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "gpu.py"), "--cpu-smoke", "--passages", "24",
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmarks" / "gpu.py"), "--cpu-smoke", "--passages", "24",
                         "--small", "8", "--batch-size", "8", "--queries", "3", "--train-steps", "1",
                         "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
                        capture_output=True, text=True, timeout=900,
@@ -244,10 +244,10 @@ def test_sentence_transformers_trainer_replays_kd_batches_with_equal_losses(data
     pytest.importorskip("accelerate")
     import shutil
 
-    from tools.bench.common import Settings, tasb_model
-    from tools.bench.st_train import st_trainer
-    from tools.bench.train_steps import Triples, kd_trainer
-    from tools.bench.training import _triples
+    from tools.benchmarks.common import Settings, tasb_model
+    from tools.benchmarks.st_train import st_trainer
+    from tools.benchmarks.train_steps import Triples, kd_trainer
+    from tools.benchmarks.training import _triples
 
     s = Settings.make(quick=True, data_dir=data_dir, cache_dir=tmp_path / "cache")
     model = Path(shutil.copytree(tasb_model(s), tmp_path / "nodrop"))

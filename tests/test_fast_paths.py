@@ -4,7 +4,7 @@
 * bf16 / int8: cosine to fp32 above the documented floors (int8 refused on CUDA);
 * single-query path (private tokenizer, no mask) and the CUDA pipeline (run here on CPU): the same vectors as
   ``embed``;
-* ``tools/bench/run_all.py --quick`` on tiny inputs writes a JSON report with ratio fields.
+* ``tools/benchmarks/run_all.py --quick`` on tiny inputs writes a JSON report with ratio fields.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def test_threads_option(tiny_distilbert_dir):
 
 def test_bench_run_all_quick_writes_json_with_ratios(data_dir, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
-    from tools.bench import run_all
+    from tools.benchmarks import run_all
 
     out = tmp_path / "bench.json"
     rc = run_all.main(["--quick", "--only", "passages", "--only", "queries", "--only", "dense",
@@ -297,7 +297,7 @@ def test_bench_run_all_quick_writes_json_with_ratios(data_dir, tmp_path, monkeyp
     assert "extrapolated_msmarco_8.8M" in d["extra"]
     table = run_all.format_result(report["benchmarks"]["queries"])
     assert "single-query p50" in table and "x" in table
-    assert "tools.bench" in sys.modules
+    assert "tools.benchmarks" in sys.modules
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 Every ``import`` statement counts, also those inside functions: a lazy import still ties two modules together, and a
 cycle through one is a sign that a job sits in the wrong room. Modules are the ``.py`` files under the given roots
-(``kd_pyserini`` and ``tools``); ``tools/bench/x.py`` is module ``bench.x`` (it is run with ``tools`` on the path).
+(``kd_pyserini`` and ``tools``); ``tools/benchmarks/x.py`` is module ``benchmarks.x`` (it is run with ``tools`` on the path).
 """
 
 from __future__ import annotations

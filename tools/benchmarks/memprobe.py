@@ -4,8 +4,8 @@ In one long process, memory freed by an earlier run often stays resident (alloca
 "peak above start" looks smaller than it is. Each variant therefore runs here alone: load the model, note the
 resident size, run the work, report the kernel's high-water mark above that.
 
-    python -m tools.bench.memprobe passages VARIANT MODEL TEXTS_JSON
-    python -m tools.bench.memprobe train VARIANT MODEL TRIPLES_JSON
+    python -m tools.benchmarks.memprobe passages VARIANT MODEL TEXTS_JSON
+    python -m tools.benchmarks.memprobe train VARIANT MODEL TRIPLES_JSON
 
 prints one JSON line ``{"loaded_rss": bytes, "peak_rss": bytes, "peak_above_loaded": bytes}``.
 """
@@ -93,7 +93,7 @@ def probe(kind: str, variant: str, model: str, payload: Any, tmp: str | None = N
         json.dump(payload, f)
         path = f.name
     try:
-        r = subprocess.run([sys.executable, "-m", "tools.bench.memprobe", kind, variant, model, path]
+        r = subprocess.run([sys.executable, "-m", "tools.benchmarks.memprobe", kind, variant, model, path]
                            + ([tmp] if tmp else []), capture_output=True, text=True, timeout=timeout, cwd=root)
     finally:
         Path(path).unlink(missing_ok=True)

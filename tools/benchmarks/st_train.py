@@ -1,7 +1,7 @@
 """sentence-transformers' own trainer with ``MarginMSELoss``, run the way its documentation trains a Margin-MSE
 bi-encoder, on the same student folder, triples, teacher margins and data order as kd_pyserini's trainer.
 
-Used by :mod:`tools.bench.training` (throughput, loss curve) and :mod:`tools.bench.gpu` (the CUDA script).
+Used by :mod:`tools.benchmarks.training` (throughput, loss curve) and :mod:`tools.benchmarks.gpu` (the CUDA script).
 Alignment with kd_pyserini's run: the same student weights (one folder), CLS pooling and dot product, batch 32, the
 batches in the order kd's sampler drew them (a sequential batch sampler replays it), AdamW at the same learning rate
 and weight decay, no warm-up, linear decay over the same number of steps, no gradient clipping, seed 42. What cannot

@@ -1,7 +1,7 @@
 """kd_pyserini benchmark suite: each benchmark runs kd_pyserini and the Pyserini equivalent in one process, on the
 same inputs, interleaved, checks that they agree, and reports the ratio.
 
-Run everything with ``python tools/bench/run_all.py`` (``--quick`` for a smoke run, ``--only NAME`` for one
+Run everything with ``python tools/benchmarks/run_all.py`` (``--quick`` for a smoke run, ``--only NAME`` for one
 benchmark); results go to a table on stdout and a JSON file. Benchmarks:
 
 * ``passages``  — passage encoding throughput and peak memory (TAS-B architecture, MS MARCO DL pool passages);

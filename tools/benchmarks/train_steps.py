@@ -1,7 +1,7 @@
 """The Margin-MSE training steps the benchmarks time and the memory probe measures: kd_pyserini's trainer
 (:func:`kd_trainer`) and the common hand-written PyTorch + Hugging Face step (:func:`reference_step`).
 
-Shared by :mod:`tools.bench.training` (throughput) and :mod:`tools.bench.memprobe` (peak memory in a fresh
+Shared by :mod:`tools.benchmarks.training` (throughput) and :mod:`tools.benchmarks.memprobe` (peak memory in a fresh
 process), so neither imports the other's internals.
 """
 

@@ -1,15 +1,15 @@
 """Run the kd_pyserini benchmark suite: one table on stdout, one JSON file.
 
-    python tools/bench/run_all.py                    # everything (about 30-40 minutes on 2 cores)
-    python tools/bench/run_all.py --quick            # smoke run on tiny inputs (a minute or two)
-    python tools/bench/run_all.py --only queries     # one benchmark (repeat --only for more)
-    python tools/bench/run_all.py --dense-size 200000 --hnsw-size 100000
-    python tools/bench/run_all.py --force-avx2 --only passages --only queries   # AVX2 kernels, in a child process
+    python tools/benchmarks/run_all.py                    # everything (about 30-40 minutes on 2 cores)
+    python tools/benchmarks/run_all.py --quick            # smoke run on tiny inputs (a minute or two)
+    python tools/benchmarks/run_all.py --only queries     # one benchmark (repeat --only for more)
+    python tools/benchmarks/run_all.py --dense-size 200000 --hnsw-size 100000
+    python tools/benchmarks/run_all.py --force-avx2 --only passages --only queries   # AVX2 kernels, in a child process
 
 Each benchmark runs kd_pyserini and the Pyserini equivalent (and sentence-transformers where it has one) in this one
 process, on the same inputs, interleaved; the ``ratio`` column is "how many times better kd_pyserini is" (>1 =
 better), whatever the metric's direction. Before the benchmarks, the CPU's kind (AVX2 / AVX-512 / VNNI / AMX /
-native bf16) is read and its matmul ceiling measured per precision (``tools/bench/ceiling.py``); encoder figures
+native bf16) is read and its matmul ceiling measured per precision (``tools/benchmarks/ceiling.py``); encoder figures
 carry their fraction of that ceiling (``ceil`` column).
 Needs the shared data (``$KD_PYSERINI_DATA``, else ``../shared/data``); a benchmark whose inputs or modules are
 missing is reported as skipped, with the reason.
@@ -26,9 +26,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make ``tools.bench`` importable from the checkout
+if __package__ in (None, ""):  # run as a script: make ``tools.benchmarks`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "tools.bench"
+    __package__ = "tools.benchmarks"
 
 import kd_pyserini  # noqa: E402,F401  (starts the JVM before anything imports pyserini)
 

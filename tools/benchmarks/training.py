@@ -6,7 +6,7 @@ kd_pyserini side: :class:`kd_pyserini.train.trainer.MarginMSETrainer` (fp32 and 
 optimizer steps (the first step is a warm-up). Pyserini has no trainer, so the comparison column is a plain
 PyTorch + Hugging Face Margin-MSE step written the common way (three forward passes, query / positive / negative,
 each padded to its longest; fp32; AdamW). The peer is sentence-transformers' own trainer with ``MarginMSELoss``
-(:mod:`tools.bench.st_train`) at the same precision, on the same batches in the same order: triples/s as a ratio,
+(:mod:`tools.benchmarks.st_train`) at the same precision, on the same batches in the same order: triples/s as a ratio,
 and both trainers' per-step losses side by side. The in-batch teacher's cost: kd's step with TAS-B's dynamic
 in-batch teacher (all-MiniLM-L6-v2, weight 0.75) against the plain step.
 """

@@ -1,7 +1,7 @@
 """Passage and query encoding: kd_pyserini's encoders against Pyserini's ``AutoDocumentEncoder`` /
 ``AutoQueryEncoder`` and against sentence-transformers (fp32 and bf16), on the same model (TAS-B architecture), the
 same texts, interleaved in one process; every throughput also as a fraction of this CPU's measured GEMM ceiling for
-its precision (:mod:`tools.bench.ceiling`)."""
+its precision (:mod:`tools.benchmarks.ceiling`)."""
 
 from __future__ import annotations
 

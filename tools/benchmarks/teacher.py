@@ -18,7 +18,7 @@ candidates (``$KD_PYSERINI_DATA/msmarco-dl/candidates.dl19.bm25-top100.tsv.gz``)
 
 Usage::
 
-    python tools/bench/teacher.py [--pairs 2000] [--rounds 3] [--bf16] [--json out.json] [--markdown out.md]
+    python tools/benchmarks/teacher.py [--pairs 2000] [--rounds 3] [--bf16] [--json out.json] [--markdown out.md]
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class Row:
     ours_label: str = "kd_pyserini"
     note: str = ""
     peers: dict[str, float | None] = field(default_factory=dict)   # other tools' figure (same metric), by name
-    ceiling: float | None = None          # fraction of this CPU's measured GEMM ceiling (tools/bench/ceiling.py)
+    ceiling: float | None = None          # fraction of this CPU's measured GEMM ceiling (tools/benchmarks/ceiling.py)
     gflops: float | None = None           # useful GFLOP/s of ours (run_all re-derives ``ceiling`` from it at the end)
     precision: str | None = None          # the ceiling it is measured against (fp32 / bf16 / int8)
 

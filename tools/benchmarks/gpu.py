@@ -1,9 +1,9 @@
 """The CUDA benchmark, one command (about 5-8 minutes on one H100/H200): kd_pyserini against Pyserini's ``encode``
 CLI and sentence-transformers on the same GPU, in one process run.
 
-    python tools/bench/gpu.py                       # everything, JSON to tools/bench/results/gpu-<name>.json
-    python tools/bench/gpu.py --dry-run             # no GPU needed: check inputs, imports and print the plan
-    python tools/bench/gpu.py --only passages --passages 5000
+    python tools/benchmarks/gpu.py                       # everything, JSON to tools/benchmarks/results/gpu-<name>.json
+    python tools/benchmarks/gpu.py --dry-run             # no GPU needed: check inputs, imports and print the plan
+    python tools/benchmarks/gpu.py --only passages --passages 5000
 
 Measures, on ``cuda:0``:
 
@@ -15,7 +15,7 @@ Measures, on ``cuda:0``:
 * ``queries``: single-query p50/p95 (ms) for kd fp16/bf16, sentence-transformers and Pyserini's AutoQueryEncoder,
   interleaved query by query.
 * ``training``: ``kd-train margin-mse`` triples/s at bf16 (batch 32, lengths 30/200) vs sentence-transformers'
-  trainer with ``MarginMSELoss`` (bf16), the same batches in the same order (:mod:`tools.bench.st_train`).
+  trainer with ``MarginMSELoss`` (bf16), the same batches in the same order (:mod:`tools.benchmarks.st_train`).
 
 Without CUDA it stops at once with a message (exit 2), unless ``--dry-run``. The model is the random TAS-B-architecture
 DistilBERT of the CPU suite (``--model`` for another folder); data from ``$KD_PYSERINI_DATA``. Each section checks the
@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``tools.bench`` importable from the checkout
+if __package__ in (None, ""):  # run as a script: make ``tools.benchmarks`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "tools.bench"
+    __package__ = "tools.benchmarks"
 
 SECTIONS = ("passages", "queries", "training")
 _RUN_CLI = ("import sys, runpy, kd_pyserini; sys.argv = sys.argv[1:]; "
@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="shared data [$KD_PYSERINI_DATA]")
     p.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "kd_pyserini_bench")
     p.add_argument("--budget-s", type=float, default=480.0, help="stop starting sections after this [480 = 8 min]")
-    p.add_argument("--out", type=Path, default=None, help="JSON report [tools/bench/results/gpu-<device>.json]")
+    p.add_argument("--out", type=Path, default=None, help="JSON report [tools/benchmarks/results/gpu-<device>.json]")
     p.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)  # tests: every section on CPU,
     # tiny model and inputs, bf16 only (kd refuses fp16 on CPU), Pyserini's CLI with --device cpu: nothing measured
     a = p.parse_args(argv)
@@ -78,7 +78,7 @@ def require_cuda() -> str:
     import torch
 
     if not torch.cuda.is_available():
-        sys.stderr.write(f"tools/bench/gpu.py needs a CUDA device: torch.cuda.is_available() is False (torch "
+        sys.stderr.write(f"tools/benchmarks/gpu.py needs a CUDA device: torch.cuda.is_available() is False (torch "
                          f"{torch.__version__}, built with CUDA {torch.version.cuda}). Run it on a GPU machine, or "
                          "use --dry-run to check the inputs and the plan here.\n")
         raise SystemExit(2)
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 __import__(mod)
             except ImportError as e:
                 missing.append(f"module {mod} ({e})")
-        print("\n".join(["tools/bench/gpu.py --dry-run (nothing measured)", *plan(a),
+        print("\n".join(["tools/benchmarks/gpu.py --dry-run (nothing measured)", *plan(a),
                          f"data: {s.data_dir}", f"missing: {', '.join(missing) or 'nothing'}"]))
         return 1 if missing else 0
     if a.cpu_smoke:
