@@ -232,13 +232,19 @@ def test_gpu_script_cpu_smoke_runs_every_section(data_dir, tmp_path):
                         "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
                        capture_output=True, text=True, timeout=900,
                        env={**os.environ, "KD_PYSERINI_DATA": str(data_dir)})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import importlib.util
+
+    trainer_here = importlib.util.find_spec("accelerate") is not None  # sentence-transformers' trainer needs it
+    assert r.returncode == (0 if trainer_here else 1), r.stdout[-2000:] + r.stderr[-2000:]
     rep = json.loads(out.read_text())
     assert set(rep["sections"]) == {"passages", "queries", "training"}
     p = rep["sections"]["passages"]
     assert p["cli"]["full"]["rc"] == 0 and p["cli"]["full"]["output_files"]
     assert p["agreement_kd_vs_st"]["bf16"]["cos_min"] > 0.99
-    for sec in rep["sections"].values():
+    measured = rep["sections"] if trainer_here else {k: v for k, v in rep["sections"].items() if k != "training"}
+    if not trainer_here:  # skipped with the reason, never reported as measured
+        assert "accelerate" in json.dumps(rep["sections"]["training"])
+    for sec in measured.values():
         assert sec["rows"] and all(row["ratio_st"] > 0 for row in sec["rows"])
 
 
