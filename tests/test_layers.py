@@ -54,3 +54,20 @@ def test_the_checker_sees_lazy_and_importlib_imports(tmp_path):
     assert lines == [4, 5, 6], [str(v) for v in found]
     assert any("click" in v.why for v in found)
     assert ast.parse((ROOT / "tools" / "layers.py").read_text())  # the tool itself parses
+
+
+def test_experiment_scripts_import_the_package_not_each_other():
+    """tools/experiments/ holds scripts: what one script needs from another lives in the package (e.g. the pair
+    chooser in kd_pyserini.teacher.pairs, the query groups in kd_pyserini.teacher.groups), so no script imports a
+    sibling script or puts its folder on sys.path."""
+    import ast
+
+    folder = Path(__file__).resolve().parent.parent / "tools" / "experiments"
+    scripts = {p.stem: p for p in folder.glob("*.py")}
+    assert {"distill_demo", "family_distill", "tas_distill"} <= set(scripts)
+    for name, path in scripts.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & (set(scripts) - {name}), f"{path.name} imports a sibling script"
+        assert "sys.path.insert" not in path.read_text(encoding="utf-8"), f"{path.name} edits sys.path"

@@ -133,7 +133,7 @@ def test_rerank_sources_agree_and_encode_each_passage_once(syn, tiny_distilbert_
 
 def test_one_top1000_reader_for_search_and_validation(tmp_path):
     from kd_pyserini.candidates import read_top1000
-    from kd_pyserini.train.validation import read_candidates as validation_candidates
+    from kd_pyserini.train.validation import RerankValidator
     from kd_pyserini.trec_io import FormatError
 
     path = tmp_path / "top.tsv"
@@ -143,11 +143,14 @@ def test_one_top1000_reader_for_search_and_validation(tmp_path):
     c = read_candidates(path, depth=1)  # kd_pyserini.search's view: a Candidates, file order as -rank scores
     assert isinstance(c, Candidates) and c.run == {"10": {"p1": -1.0}, "2": {"p2": -1.0}}
     assert c.queries == {"10": "q ten", "2": "q two"} and c.source["format"] == "top1000-tsv"
-    # training validation's view: (queries, lists, passages); topics restrict and allow 3-field rows
-    assert validation_candidates(path) == (top.queries, top.lists, top.passages)
+    # training validation reads the same file with the same reader: topics restrict and allow 3-field rows
+    v = RerankValidator(path, {"10": {"p2": 1}, "2": {"p2": 1}})
+    assert v.qids == ["2", "10"] and v.candidates == {q: top.lists[q] for q in v.qids}
     (tmp_path / "three.tsv").write_text("10\tp1\tone\n2\tp2\ttwo\n")
-    q, lists, _ = validation_candidates(tmp_path / "three.tsv", {"2": "topic two"})
-    assert q == {"2": "topic two"} and lists == {"2": ["p2"]}
+    v3 = RerankValidator(tmp_path / "three.tsv", {"2": {"p2": 1}, "10": {"p1": 1}}, topics={"2": "topic two"})
+    assert v3.qids == ["2"] and v3.queries == ["topic two"] and v3.candidates == {"2": ["p2"]}
+    with pytest.raises(FormatError, match=r"three\.tsv:1: 3 tab-separated fields.*--validation-topics"):
+        RerankValidator(tmp_path / "three.tsv", {"2": {"p2": 1}})
     with pytest.raises(FormatError, match=r"three\.tsv:1: 3 tab-separated fields"):
         read_top1000(tmp_path / "three.tsv")
 

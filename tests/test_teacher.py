@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,7 +30,22 @@ NO_JVM = {"KD_PYSERINI_JVM_OPTIONS": "-XX:+NoSuchOption"}  # any JVM start would
 
 
 def _run(args: list[str], timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    """A real process: for what the process boundary decides (signals, locks, no JVM started)."""
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+def _cli(args: list[str], env: dict[str, str] | None = None) -> SimpleNamespace:
+    """The same command line run in this process with Click's CliRunner (``returncode``, ``stdout``, ``stderr`` as
+    :func:`_run` gives them): for tests where the process boundary is not what is tested."""
+    from click.testing import CliRunner
+
+    from kd_pyserini.cli.teacher import main as teacher_main
+    from kd_pyserini.cli.train import main as train_main
+
+    mains = {"kd_pyserini.cli.teacher": teacher_main, "kd_pyserini.train": train_main}
+    assert args[:2] == [sys.executable, "-m"] and args[2] in mains, args
+    r = CliRunner().invoke(mains[args[2]], args[3:], env=env, catch_exceptions=False)
+    return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
 
 
 def _read_teacher(path: Path) -> list[list[str]]:
@@ -106,8 +122,8 @@ def test_minilm_teacher_on_mined_dl20_triples_trains_kd_train(data_dir, minilm_d
     dl = data_dir / "msmarco-dl"
     pool, topics = dl / "passages.dl19-dl20-pool.tsv.gz", data_dir / "topics-and-qrels" / "topics.dl20.txt"
     mined = tmp_path / "mined.tsv"
-    env = {**os.environ, "KD_PYSERINI_DATA": str(data_dir)}
-    res = _run([*TEACHER, "mine", "--run", str(dl / "candidates.dl20.bm25-top100.tsv.gz"), "--qrels", "dl20-passage",
+    env = {"KD_PYSERINI_DATA": str(data_dir)}
+    res = _cli([*TEACHER, "mine", "--run", str(dl / "candidates.dl20.bm25-top100.tsv.gz"), "--qrels", "dl20-passage",
                 "-o", str(mined), "--skip-top", "3", "--negatives-per-positive", "2", "--collection", str(pool)],
                env=env)
     assert res.returncode == 0, res.stderr
@@ -116,7 +132,7 @@ def test_minilm_teacher_on_mined_dl20_triples_trains_kd_train(data_dir, minilm_d
     triples = tmp_path / "triples.tsv"
     triples.write_text("\n".join(lines[::97][:16]) + "\n")  # 16 triples spread over the queries
     teacher = tmp_path / "teacher.minilm.tsv"
-    res = _run([*TEACHER, "score", "--triples", str(triples), "--collection", str(pool), "--queries", str(topics),
+    res = _cli([*TEACHER, "score", "--triples", str(triples), "--collection", str(pool), "--queries", str(topics),
                 "--teacher", "all-minilm-l6-v2", "-o", str(teacher), "--no-progress"], env=env)
     assert res.returncode == 0, res.stderr
     rows = _read_teacher(teacher)
@@ -141,7 +157,7 @@ def test_minilm_teacher_on_mined_dl20_triples_trains_kd_train(data_dir, minilm_d
     got = np.array([float(r[0]) for r in rows] + [float(r[1]) for r in rows])
     assert np.abs(got - cos).max() < 1e-4 and got.max() <= 1.0
     student = tmp_path / "student"
-    res = _run([sys.executable, "-m", "kd_pyserini.train", "margin-mse", "--teacher", str(teacher), "--collection",
+    res = _cli([sys.executable, "-m", "kd_pyserini.train", "margin-mse", "--teacher", str(teacher), "--collection",
                 str(pool), "--queries", str(topics), "--student", str(tiny_distilbert_dir), "-o", str(student),
                 "--max-steps", "2", "--batch-size", "4", "--save-every", "0", "--query-max-length", "8",
                 "--passage-max-length", "16", "--no-progress"], env=env)
@@ -172,7 +188,7 @@ def _start_and_stop(cmd: list[str], work: Path, chunks: int, sig: int) -> subpro
 
 def test_sigkill_then_rerun_gives_a_byte_identical_file(text_triples, cat_dir, tmp_path):
     straight, resumed = tmp_path / "straight.tsv", tmp_path / "resumed.tsv"
-    res = _run(_score_cmd(text_triples, cat_dir, straight))
+    res = _cli(_score_cmd(text_triples, cat_dir, straight))
     assert res.returncode == 0, res.stderr
     proc = _start_and_stop(_score_cmd(text_triples, cat_dir, resumed), work_dir(resumed), 3, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
@@ -218,7 +234,7 @@ def test_other_options_do_not_resume_silently(text_triples, seqclass_dir, tmp_pa
     out = tmp_path / "t.tsv"
     proc = _start_and_stop(_score_cmd(text_triples, seqclass_dir, out), work_dir(out), 1, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    res = _run([*_score_cmd(text_triples, seqclass_dir, out), "--max-length", "64"])
+    res = _cli([*_score_cmd(text_triples, seqclass_dir, out), "--max-length", "64"])
     assert res.returncode == 1 and "another configuration" in res.stderr and "max_length" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
@@ -237,7 +253,7 @@ def test_shards_merge_into_the_same_file(text_triples, seqclass_dir, tmp_path):
     score_triples(text_triples, other, [str(seqclass_dir)], shard="2/3", max_length=64, **kw)
     with pytest.raises(ValueError, match="another scoring run"):
         merge_shards([shard_path(out, (1, 3)), shard_path(other, (2, 3)), shard_path(out, (3, 3))], out)
-    res = _run([*TEACHER, "merge", "-o", str(out), *(str(shard_path(out, (i, 3))) for i in (1, 2, 3))])
+    res = _cli([*TEACHER, "merge", "-o", str(out), *(str(shard_path(out, (i, 3))) for i in (1, 2, 3))])
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == whole.read_bytes()
 
@@ -250,7 +266,7 @@ def test_bad_lines_are_file_line_errors(tmp_path, data_dir, seqclass_dir):
     coll = data_dir / "kd-samples" / "collection.head89.tsv"
     queries = tmp_path / "q.tsv"
     queries.write_text("1\twhat is x\n4\twhat is y\n", encoding="utf-8")
-    res = _run([*TEACHER, "score", "--triples", str(bad), "--collection", str(coll), "--queries", str(queries),
+    res = _cli([*TEACHER, "score", "--triples", str(bad), "--collection", str(coll), "--queries", str(queries),
                 "--teacher", str(seqclass_dir), "-o", str(tmp_path / "t.tsv")])
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
         f"Error: {bad}:2: 2 tab-separated fields; expected 3: 'qid<TAB>pos_pid<TAB>neg_pid' (use --skip-bad to skip "
@@ -290,11 +306,12 @@ def test_mine_positives_and_hard_negatives():
         mine_triples(run, qrels, depth=5, skip_top=5)
 
 
-def test_mine_cli_writes_qidpidtriples(tmp_path, data_dir):
+def test_mine_cli_writes_qidpidtriples(tmp_path, data_dir, monkeypatch):
     run = data_dir / "msmarco-dl" / "runs" / "run.dl19.bm25-default.top100.txt"
     out = tmp_path / "triples.tsv"
-    res = _run([*TEACHER, "mine", "--run", str(run), "--qrels", "dl19-passage", "-o", str(out), "--depth", "50",
-                "--min-relevance", "2"], env={**os.environ, "KD_PYSERINI_DATA": str(data_dir)})
+    monkeypatch.setenv("KD_PYSERINI_DATA", str(data_dir))
+    res = _cli([*TEACHER, "mine", "--run", str(run), "--qrels", "dl19-passage", "-o", str(out), "--depth", "50",
+                "--min-relevance", "2"])
     assert res.returncode == 0, res.stderr
     from kd_pyserini.resources import get_qrels
     from kd_pyserini.trec_io import rank, read_run
@@ -350,3 +367,71 @@ def test_colbert_and_prettr_teachers_write_the_notebooks_scores(text_triples, ti
         got = np.array([[float(r[0]), float(r[1])] for r in rows])
         assert ref.std() > 0.05 and np.abs(got - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
         assert [r[2:] for r in rows] == triples
+
+
+# ------------------------------------------------------------------------------------------------ query groups
+
+class _FakeEncoder:
+    """``embed`` as a TextEncoder has it: one unit vector per text, from a fixed table."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table, self.calls = table, []
+
+    def embed(self, texts, max_length):
+        self.calls.append((list(texts), max_length))
+        v = np.array([self.table[t] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_query_groups_scored_and_written_as_a_teacher_file(tmp_path):
+    from kd_pyserini.teacher.groups import (groups_from_candidates, groups_from_scored_jsonl,
+                                            groups_from_text_triples, score_groups, write_group_teacher_file)
+    from kd_pyserini.train import load_teacher
+
+    cands = tmp_path / "cands.tsv"
+    cands.write_text("10\tp1\tq ten\tone\n10\tp2\tq ten\ttwo\n10\tp3\tq ten\tthree\n2\tp2\tq two\ttwo\n"
+                     "2\tp3\tq two\tthree\n")
+    assert groups_from_candidates(cands) == [("q two", ["two", "three"]), ("q ten", ["one", "two", "three"])]
+    assert groups_from_candidates(cands, max_queries=1, per_query=1) == [("q two", ["two"])]
+    (tmp_path / "t.tsv").write_text("q ten\tone\tthree\n\n")
+    assert groups_from_text_triples(tmp_path / "t.tsv") == [("q ten", ["one", "three"])]
+    (tmp_path / "s.jsonl").write_text('{"query": "q two", "pos": ["two"], "neg": ["one", "three"], "x": 1}\n')
+    assert groups_from_scored_jsonl(tmp_path / "s.jsonl") == [("q two", ["two", "one", "three"])]
+
+    groups = groups_from_candidates(cands)
+    enc = _FakeEncoder({"q two": [1, 0, 0], "q ten": [0, 1, 0], "one": [0, 1, 0], "two": [1, 1, 0],
+                        "three": [0, 0, 1]})
+    scores = score_groups(groups, enc, passage_max_length=99, query_max_length=7)
+    assert [len(c[0]) for c in enc.calls] == [3, 2] and [c[1] for c in enc.calls] == [99, 7]  # each passage once
+    assert np.allclose(scores[0], [2 ** -0.5, 0]) and np.allclose(scores[1], [1, 2 ** -0.5, 0])
+    out = tmp_path / "teacher.tsv"
+    n = write_group_teacher_file(groups, scores, out, pairs_per_query=3, scale=10.0, seed=1)
+    rows = _read_teacher(out)
+    assert n == len(rows) == 4  # 1 pair from the 2-passage group, 3 from the 3-passage one
+    for r in rows:
+        assert float(r[0]) >= float(r[1])  # the teacher's higher-scored passage comes first
+    assert {tuple(r[3:]) for r in rows[1:]} == {("one", "two"), ("one", "three"), ("two", "three")}
+    assert float(rows[0][0]) == pytest.approx(10 * 2 ** -0.5, abs=1e-5)
+    first = out.read_bytes()
+    write_group_teacher_file(groups, scores, out, pairs_per_query=3, scale=10.0, seed=1)
+    assert out.read_bytes() == first  # a function of groups, scores and seed
+    data = load_teacher(out)  # kd-train reads it as a text teacher file
+    assert data.format == "text" and len(data) == 4
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*teacher*"))  # nothing left half-written
+
+
+def test_query_group_readers_name_file_and_line(tmp_path):
+    from kd_pyserini.teacher.groups import groups_from_scored_jsonl, groups_from_text_triples, write_group_teacher_file
+
+    (tmp_path / "t.tsv").write_text("q\ta\tb\nq\ta\n")
+    with pytest.raises(FormatError, match=r"t\.tsv:2: 2 tab-separated fields"):
+        groups_from_text_triples(tmp_path / "t.tsv")
+    (tmp_path / "s.jsonl").write_text('{"query": "q", "pos": ["a"], "neg": []}\n{"query": "q", "pos": ["a"]}\n')
+    with pytest.raises(FormatError, match=r"s\.jsonl:2: expected a JSON object with 'query', 'pos' and 'neg'"):
+        groups_from_scored_jsonl(tmp_path / "s.jsonl")
+    (tmp_path / "s.jsonl").write_text('{"query": "q", "pos": [1], "neg": []}\n')
+    with pytest.raises(FormatError, match=r"s\.jsonl:1: 'query' must be a string"):
+        groups_from_scored_jsonl(tmp_path / "s.jsonl")
+    with pytest.raises(ValueError, match="2 groups but 1 score arrays"):
+        write_group_teacher_file([("q", ["a", "b"])] * 2, [np.zeros(2)], tmp_path / "x.tsv", 1)
+    assert not (tmp_path / "x.tsv").exists()

@@ -30,8 +30,8 @@ from kd_pyserini.search.dense import DenseSearcher, QueryEncoding, check_max_len
 from kd_pyserini.search.hybrid import fuse_searchers
 from kd_pyserini.search.output import OutputLock, write_run_and_sidecar
 from kd_pyserini.search.rerank import read_candidates, rerank
-from kd_pyserini.search.sidecar import (SearchTiming, evaluate_run, index_info, measures_for, missing_query_messages,
-                                        qrels_for, sidecar_path)
+from kd_pyserini.search.sidecar import (SearchTiming, evaluate_run, index_provenance, measures_for,
+                                        missing_query_messages, qrels_for, sidecar_path)
 from kd_pyserini.search.spec import SPEC_KEY, Bm25Stage, DenseStage, Encoding, RerankStage, SearchSpec
 from kd_pyserini.search.topics import Topics, resolve_topics
 from kd_pyserini.trec_io import Run
@@ -297,8 +297,8 @@ def _run(spec: SearchSpec) -> RunResult:
         "query_max_length": enc.query_max_length or (described or {}).get("query_max_length"),
         "encoding": {"batch_size": enc.batch_size, "device": enc.device, "precision": enc.precision}
         if described else None,
-        "index": index_info(spec.dense.index) if spec.dense is not None and spec.mode != "bm25" else None,
-        "bm25_index": index_info(spec.bm25.index) if spec.bm25 is not None else None,
+        "index": index_provenance(spec.dense.index) if spec.dense is not None and spec.mode != "bm25" else None,
+        "bm25_index": index_provenance(spec.bm25.index) if spec.bm25 is not None else None,
         "threads": spec.threads,
         "num_queries": len(run),
         "evaluation": result.evaluation,

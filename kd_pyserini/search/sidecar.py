@@ -38,7 +38,8 @@ from kd_pyserini.trec_io import Run
 
 __all__ = ["SIDECAR_SUFFIX", "QUERIES_KEY", "SEARCH_SECONDS_KEY", "ELAPSED_SECONDS_KEY", "RUN_SHA256_KEY",
            "DEFAULT_MEASURES", "SearchTiming", "sidecar_path", "file_sha256", "write_sidecar", "read_sidecar",
-           "sidecar_latency", "index_info", "evaluate_run", "qrels_for", "measures_for", "missing_query_messages"]
+           "sidecar_latency", "index_provenance", "evaluate_run", "qrels_for", "measures_for",
+           "missing_query_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,9 @@ def sidecar_latency(run_file: str | os.PathLike) -> tuple[float | None, str | No
     return None, None
 
 
-def index_info(path: str | os.PathLike | None) -> dict[str, Any] | None:
-    """``{"path", "metadata"}`` of an index folder for the sidecar (``None`` for no index)."""
+def index_provenance(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """``{"path", "metadata"}`` of an index folder, as a run's sidecar records it (``None`` for no index); for an
+    index's own summary see :func:`kd_pyserini.index_meta.index_info`."""
     from kd_pyserini.index import read_metadata
 
     if not path:

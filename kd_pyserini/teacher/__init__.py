@@ -11,6 +11,8 @@ of BERT-Base, BERT-Large and ALBERT-Large CAT scores. This package writes the fi
   (:mod:`kd_pyserini.encoding.cross_encoder`) and bi-encoders (their own similarity);
 * :mod:`~kd_pyserini.teacher.score` — :func:`score_triples` (chunked, resumable, shardable; several teachers give
   their mean) and :func:`merge_shards`;
+* :mod:`~kd_pyserini.teacher.groups` — teacher files from query groups (a candidate list, text triples, a scored
+  sample) scored by a teacher, pairs chosen by :mod:`~kd_pyserini.teacher.pairs` (the distillation experiments);
 * :mod:`kd_pyserini.cli.teacher` — ``kd-teacher score | mine | merge`` (also ``python -m kd_pyserini.cli.teacher``).
 
 So: run -> ``kd-teacher mine`` -> ``kd-teacher score`` -> ``kd-train margin-mse``.
@@ -34,6 +36,12 @@ _LAZY = {
     "merge_shards": "kd_pyserini.teacher.score",
     "ScoreResult": "kd_pyserini.teacher.score",
     "parse_shard": "kd_pyserini.teacher.score",
+    "choose_pairs": "kd_pyserini.teacher.pairs",
+    "groups_from_candidates": "kd_pyserini.teacher.groups",
+    "groups_from_text_triples": "kd_pyserini.teacher.groups",
+    "groups_from_scored_jsonl": "kd_pyserini.teacher.groups",
+    "score_groups": "kd_pyserini.teacher.groups",
+    "write_group_teacher_file": "kd_pyserini.teacher.groups",
 }
 
 __all__ = list(_LAZY)

@@ -23,21 +23,9 @@ from kd_pyserini.candidates import read_top1000
 from kd_pyserini.encoding.pooling import pad_batch
 from kd_pyserini.trec_io import Qrels, qid_order
 
-__all__ = ["RerankValidator", "read_candidates"]
+__all__ = ["RerankValidator"]
 
 log = logging.getLogger(__name__)
-
-
-def read_candidates(path: str | os.PathLike, topics: dict[str, str] | None = None
-                    ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
-    """Read a candidates file into ``(queries {qid: text}, candidates {qid: [pid...]}, passages {pid: text})``
-    (:func:`kd_pyserini.candidates.read_top1000`).
-
-    Raises:
-        FormatError: a row with the wrong number of fields, or a 3-field row without ``topics``.
-    """
-    top = read_top1000(path, topics, three_field_hint="--validation-topics")
-    return top.queries, top.lists, top.passages
 
 
 class RerankValidator:
@@ -60,7 +48,8 @@ class RerankValidator:
             topics = get_topics(topics)
         if not isinstance(qrels, dict):
             qrels = get_qrels(qrels)
-        queries, cands, passages = read_candidates(candidates, topics)
+        top = read_top1000(candidates, topics, three_field_hint="--validation-topics")
+        queries, cands, passages = top.queries, top.lists, top.passages
         judged = sorted((q for q in cands if qrels.get(q)), key=qid_order)
         if not judged:
             raise ValueError(f"none of the {len(cands)} queries in {candidates} has judgements in the qrels; check "

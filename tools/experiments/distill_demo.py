@@ -49,76 +49,43 @@ from pathlib import Path
 import numpy as np
 
 from kd_pyserini.candidates import read_top1000
-from kd_pyserini.teacher.pairs import choose_pairs
+from kd_pyserini.teacher.groups import (groups_from_candidates, groups_from_scored_jsonl, groups_from_text_triples,
+                                        score_groups, write_group_teacher_file)
+from kd_pyserini.trec_io import atomic_write_text
 
 
 def _log(msg: str) -> None:
     print(f"[distill-demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _read_candidates(path: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """``{qid: (query, [(pid, passage), ...])}`` in BM25 rank order (the package's top1000 reader)."""
-    top = read_top1000(path)
-    return {q: (top.queries[q], [(p, top.passages[p]) for p in pids]) for q, pids in top.lists.items()}
-
-
 def _teacher_groups(data: Path, include_extra: bool, max_queries: int | None,
                     per_query: int | None) -> list[tuple[str, list[str]]]:
     """Training groups ``(query, [passages])`` from DL20 candidates (+ MS MARCO train samples)."""
-    groups = []
-    cands = _read_candidates(data / "msmarco-dl" / "candidates.dl20.bm25-top100.tsv.gz")
-    for qid in sorted(cands, key=int)[:max_queries]:
-        query, docs = cands[qid]
-        groups.append((query, [t for _, t in docs[:per_query]]))
+    groups = groups_from_candidates(data / "msmarco-dl" / "candidates.dl20.bm25-top100.tsv.gz", max_queries,
+                                    per_query)
     if include_extra:
         samples = data / "kd-samples"
-        with open(samples / "triples.train.small.head100.tsv", encoding="utf-8") as f:
-            for line in f:
-                q, p, n = line.rstrip("\n").split("\t")
-                groups.append((q, [p, n]))
-        with open(samples / "msmarco-10q-teacher-scores.jsonl", encoding="utf-8") as f:
-            for line in f:
-                obj = json.loads(line)
-                groups.append((obj["query"], obj["pos"] + obj["neg"]))
+        groups += groups_from_text_triples(samples / "triples.train.small.head100.tsv")
+        groups += groups_from_scored_jsonl(samples / "msmarco-10q-teacher-scores.jsonl")
     return groups
 
 
 def score_with_teacher(groups, teacher_dir: Path, max_length: int, cache: Path) -> list[np.ndarray]:
     """Cosine scores of every passage of every group with its query (cached in ``cache``)."""
+    key = [len(groups), sum(len(p) for _, p in groups), max_length]
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached["key"] == [len(groups), sum(len(p) for _, p in groups), max_length]:
+        if cached["key"] == key:
             _log(f"teacher scores from {cache}")
             return [np.asarray(s, dtype=np.float32) for s in cached["scores"]]
     from kd_pyserini.encoding import TextEncoder
 
-    enc = TextEncoder(str(teacher_dir), device="cpu", batch_size=32)
-    texts = sorted({p for _, ps in groups for p in ps})
     t0 = time.time()
-    pvec = enc.embed(texts, max_length)
-    qvec = enc.embed([q for q, _ in groups], 64)
-    _log(f"teacher encoded {len(texts)} passages + {len(groups)} queries in {time.time() - t0:.0f}s")
-    row = {t: i for i, t in enumerate(texts)}
-    scores = [pvec[[row[p] for p in ps]] @ qvec[i] for i, (_, ps) in enumerate(groups)]
-    cache.write_text(json.dumps({"key": [len(groups), sum(len(p) for _, p in groups), max_length],
-                                 "scores": [s.tolist() for s in scores]}))
+    scores = score_groups(groups, TextEncoder(str(teacher_dir), device="cpu", batch_size=32), max_length, 64)
+    _log(f"teacher scored {len(groups)} groups in {time.time() - t0:.0f}s")
+    with atomic_write_text(cache) as f:
+        f.write(json.dumps({"key": key, "scores": [s.tolist() for s in scores]}))
     return scores
-
-
-def write_teacher_file(groups, scores, path: Path, pairs_per_query: int, scale: float, seed: int) -> int:
-    """Pairs per query: the higher-scored passage is "pos". Half the pairs take "pos" from the teacher's top 10,
-    half are uniform pairs; margins are ``scale * (cos(q, p+) - cos(q, p-))``."""
-    rng = np.random.default_rng(seed)
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for (query, passages), s in zip(groups, scores):
-            if len(passages) < 2:
-                continue
-            for a, b in choose_pairs(np.asarray(s), pairs_per_query, rng):
-                pos, neg = passages[a].replace("\t", " "), passages[b].replace("\t", " ")
-                f.write(f"{scale * s[a]:.5f}\t{scale * s[b]:.5f}\t{query}\t{pos}\t{neg}\n")
-                n += 1
-    return n
 
 
 def make_student(out: Path, teacher_dir: Path, layers: int, dim: int, init: str, seed: int,
@@ -187,10 +154,10 @@ def bm25_eval(data: Path, measures, max_queries=None) -> dict[str, float]:
     from kd_pyserini.evaluation import evaluate
     from kd_pyserini.trec_io import read_qrels
 
-    cands = _read_candidates(data / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz")
+    top = read_top1000(data / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz")
     qrels = read_qrels(data / "topics-and-qrels" / "qrels.dl19-passage.txt")
-    qids = sorted((q for q in cands if qrels.get(q)), key=int)[:max_queries]
-    run = {q: {pid: -float(r) for r, (pid, _) in enumerate(cands[q][1])} for q in qids}
+    qids = sorted((q for q in top.lists if qrels.get(q)), key=int)[:max_queries]
+    run = {q: {pid: -float(r) for r, pid in enumerate(top.lists[q])} for q in qids}
     return evaluate(run, {q: qrels[q] for q in qids}, measures)
 
 
@@ -286,7 +253,7 @@ def main(argv=None) -> int:
                                 work / f"teacher-scores{'-quick' if args.quick else ''}.json")
     teacher_file = work / "teacher.tsv"
     pairs = min(args.pairs_per_query, 40) if args.quick else args.pairs_per_query
-    n = write_teacher_file(groups, scores, teacher_file, pairs, args.teacher_scale, args.seed)
+    n = write_group_teacher_file(groups, scores, teacher_file, pairs, args.teacher_scale, args.seed)
     _log(f"teacher file {teacher_file}: {n} triples from {len(groups)} queries")
 
     init_dir = make_student(work / "student-init", teacher_dir, args.student_layers, args.student_dim,

