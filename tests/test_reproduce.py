@@ -533,3 +533,13 @@ def test_the_efficiency_plot_gains_one_marker_per_family_architecture(tmp_path):
         family_points(bad)
     with pytest.raises(FamilyFileError, match="'colbert' has no after/nDCG@10"):
         family_points({"architectures": {"colbert": {"latency_ms": 3.0}}})
+    # before-training scores (hollow markers with an arrow) and BM25's order (a line) when the file has them
+    from kd_pyserini.reproduce.plot import _family_extras
+
+    assert _family_extras(FAMILY) == ({}, None)
+    richer = json.loads(json.dumps(FAMILY))
+    richer["bm25"] = {"nDCG@10": 0.5}
+    richer["architectures"]["colbert"]["before"] = {"nDCG@10": 0.3}
+    assert _family_extras(richer) == ({"colbert": 0.3}, 0.5)
+    drawn = rp.plot_efficiency([], [], tmp_path / "richer.png", family=richer)
+    assert drawn.read_bytes()[:8] == PNG_MAGIC and drawn.read_bytes() != with_family.read_bytes()

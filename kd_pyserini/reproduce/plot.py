@@ -63,20 +63,55 @@ def family_points(family: Mapping[str, Any] | str | os.PathLike) -> list[tuple[f
     return points
 
 
-def _family_panel(ax: Any, points: Sequence[tuple[float, float, str, str]], title: str) -> None:
+def _family_extras(family: Mapping[str, Any] | str | os.PathLike) -> tuple[dict[str, float], float | None]:
+    """From a family JSON (already checked by :func:`family_points`): nDCG@10 *before* training per architecture
+    (where recorded) and the BM25 order's nDCG@10 (or ``None``)."""
+    import json
+
+    if not isinstance(family, Mapping):
+        family = json.loads(Path(family).read_text(encoding="utf-8"))
+    before = {}
+    for arch, r in (family.get("architectures") or {}).items():
+        try:
+            before[arch] = float(r["before"]["nDCG@10"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    try:
+        bm25 = float(family["bm25"]["nDCG@10"])
+    except (KeyError, TypeError, ValueError):
+        bm25 = None
+    return before, bm25
+
+
+def _family_panel(ax: Any, points: Sequence[tuple[float, float, str, str]], title: str,
+                  before: Mapping[str, float] | None = None, bm25: float | None = None) -> None:
+    """One marker per architecture at (latency, nDCG@10 after training); where the score before training is known, a
+    hollow marker there and an arrow to the trained one; BM25's own order as a dotted line."""
+    before = before or {}
     for lat, score, label, arch in points:
         marker, color, _ = _FAMILY_MARKERS.get(arch, ("o", "k", arch))
         ax.scatter([lat], [score], marker=marker, s=80, color=color, zorder=3, label=label)
         ax.annotate(f"{score:.4f}", (lat, score), textcoords="offset points", xytext=(7, 4), fontsize=8)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+        if arch in before:
+            ax.scatter([lat], [before[arch]], marker=marker, s=60, facecolors="none", edgecolors=color, zorder=3)
+            ax.annotate("", xy=(lat, score), xytext=(lat, before[arch]), zorder=2,
+                        arrowprops=dict(arrowstyle="->", color=color, lw=1.0, shrinkA=5, shrinkB=6))
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points] + [before[p[3]] for p in points if p[3] in before] + ([bm25] if bm25 is not None
+                                                                                       else [])
+    if bm25 is not None:
+        ax.axhline(bm25, color="#1f77b4", ls=":", lw=1.4, zorder=1, label=f"BM25 order: {bm25:.4f}")
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 3, max(xs) * 5)
-    pad = max(0.02, 0.15 * (max(ys) - min(ys)))
+    pad = max(0.02, 0.12 * (max(ys) - min(ys)))
     ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("re-ranking latency (ms per query at depth 100, log scale)")
     ax.set_ylabel("nDCG@10")
     ax.grid(True, which="both", alpha=0.25)
+    if before:
+        ax.scatter([], [], marker="o", s=60, facecolors="none", edgecolors="#555555",
+                   label="hollow: before training (arrow: after)")
     ax.legend(fontsize=7, loc="best")
 
 
@@ -136,7 +171,8 @@ def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path:
         ax.set_visible(False)
     if fam:
         _family_panel(axes.flat[len(benches)], fam, "model family in miniature: Margin-MSE students re-ranking the "
-                      "DL19 BM25 top 100\n(tools/experiments/family_distill.py, measured here)")
+                      "DL19 BM25 top 100\n(tools/experiments/family_distill.py, measured here)",
+                      *_family_extras(family))
     if not benches and not fam:
         ax = axes.flat[0]
         ax.text(0.5, 0.5, "no condition has a score to plot", ha="center", va="center", transform=ax.transAxes)
@@ -205,9 +241,13 @@ def plot_efficiency(results: Sequence[Result], matrices: Sequence[Matrix], path:
         uniq = dict(zip(labels, handles))
         if uniq:
             ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower left")
-    fig.suptitle("Efficiency vs effectiveness — filled markers: run and timed here; dashed lines: published, "
-                 "no latency;\ndotted lines: measured here without a latency (reference runs)", fontsize=9, y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.965))
+    if benches or not fam:  # the legend of the benchmark panels (a family panel alone explains itself)
+        fig.suptitle("Efficiency vs effectiveness — filled markers: run and timed here; dashed lines: published, "
+                     "no latency;\ndotted lines: measured here without a latency (reference runs)", fontsize=9,
+                     y=0.995)
+        fig.tight_layout(rect=(0, 0, 1, 0.965))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

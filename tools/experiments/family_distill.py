@@ -19,8 +19,10 @@ Every number it writes is measured by this script, on this machine:
    ``--latency-queries`` queries): without precomputation (every candidate passage encoded at query time) and with
    it (BERT_Dot: passage vectors; ColBERT / PreTTR: a ``kd-index passage-store``; BERT_CAT has none).
 
-Writes ``WORK/family.json`` and ``WORK/family.md`` (the table); ``kd-repro --family-json WORK/family.json`` adds one
-marker per architecture to its efficiency plot.
+Writes ``WORK/family.json``, ``WORK/family.md`` (the table) and ``WORK/family.png`` (latency per query against
+nDCG@10, one marker per architecture, before -> after training; the README's figure); ``--from-json`` redraws the
+table and the figure from a written ``family.json`` without training. ``kd-repro`` also draws the family.json it finds
+in its output folder as one more panel of its efficiency plot.
 
 Usage::
 
@@ -185,6 +187,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw(result: dict, path: Path) -> Path:
+    """The efficiency-effectiveness figure (one marker per architecture, before -> after, BM25's order), drawn by
+    kd-repro's plot code (:func:`kd_pyserini.reproduce.plot.plot_efficiency`)."""
+    from kd_pyserini.reproduce.plot import plot_efficiency
+
+    return plot_efficiency([], [], path, family=result)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("family-distill-work"))
@@ -204,7 +214,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="evaluate on the first N judged DL19 queries (numeric qid order) [all 43]")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="where to draw the efficiency-effectiveness figure [WORK/family.png]")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="train nothing: redraw the table (WORK/family.md) and the figure from a family.json this "
+                         "script wrote (e.g. tools/experiments/results/family.json)")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text(encoding="utf-8"))
+        args.work.mkdir(parents=True, exist_ok=True)
+        (args.work / "family.md").write_text(markdown(result))
+        _log(f"figure {draw(result, args.plot or args.work / 'family.png')}")
+        print(markdown(result))
+        return 0
 
     import torch
 
@@ -286,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     result["total_seconds"] = round(time.time() - t_start, 1)
     (work / "family.json").write_text(json.dumps(result, indent=2) + "\n")
     (work / "family.md").write_text(markdown(result))
+    _log(f"figure {draw(result, args.plot or work / 'family.png')}")
     print(markdown(result))
     return 0
 
