@@ -11,6 +11,11 @@ the source of the test and of its fixtures: ``data`` (the shared data folder), `
 ``jvm`` (Pyserini / Lucene / Java trec_eval), ``subprocess`` (child Pythons, torchrun), ``training`` (kd-train or the
 trainer). Any of ``jvm``, ``subprocess``, ``training``, or ``data`` with ``weights``, also makes it ``slow``.
 ``python -m pytest -q`` runs every tier (what CI runs); ``python -m pytest -q -m "not slow"`` is the fast tier.
+
+``--precision auto`` (every command's default) is pinned to fp32 for the session (``KD_PYSERINI_AUTO_PRECISION``,
+inherited by child processes), so that comparisons with fp32 references do not depend on whether the CPU the suite
+lands on has native bf16; tests/test_precision.py checks what ``auto`` chooses on each kind of CPU and GPU with the
+pin removed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import kd_pyserini  # noqa: F401  (installs the hook that starts the JVM before 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("KD_PYSERINI_AUTO_PRECISION", "fp32")  # see the module docstring
 
 
 def _data_dir() -> Path | None:

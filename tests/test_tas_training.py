@@ -63,8 +63,11 @@ def test_tas_balanced_with_in_batch_teacher_trains_and_resume_is_bit_identical(t
     # every batch's queries come from the clusters the run recorded (tas-balanced was really used)
     args = json.loads((tmp_path / "full" / "training_args.json").read_text())
     assert args["sampling"] == "tas-balanced" and args["in_batch_weight"] == 0.75
+    # --precision auto (the default) is recorded as the precision used (the suite pins auto to fp32)
+    assert args["precision_requested"] == "auto" and args["precision"] == "fp32"
     state = torch.load(tmp_path / "full" / "checkpoint-3" / STATE_FILE, weights_only=True)
     assert state["settings"]["sampling"] == "tas-balanced" and state["settings"]["query_clusters_sha256"]
+    assert state["settings"]["precision"] == "fp32"
     assert state["settings"]["in_batch_teacher"]
 
     class Stop(Exception):

@@ -3,7 +3,7 @@
 Usage::
 
     kd-index dense --encoder distilbert-dot-tas-b --corpus collection.tsv -o indexes/tasb
-                   [--batch-size 32] [--device cuda] [--precision fp32|fp16|bf16|int8] [--passage-max-length 200]
+                   [--batch-size 32] [--device cuda] [--precision auto|fp32|fp16|bf16|int8] [--passage-max-length 200]
                    [--chunk-size 50000] [--shard I/N] [--index-type flat|hnsw|ivfpq|sq8|fp16] ...
     kd-index merge indexes/tasb.shard0 indexes/tasb.shard1 ... -o indexes/tasb [--index-type ...]
     kd-index convert indexes/tasb -o indexes/tasb-fp16 --index-type fp16
@@ -169,8 +169,8 @@ def bm25_cmd(corpus: str, output: str, fmt: str | None, threads: int, overwrite:
 @click.option("--format", "fmt", type=click.Choice(CORPUS_FORMATS), default=None, help="Corpus format [detected].")
 @batch_size_option(help="Passages per forward pass.")
 @device_option()
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-              help="How the encoder runs (the store itself is fp16).")
+@precision_option(("auto", "fp32", "bf16", "fp16"), help="Explicit: fp32, bf16, fp16 (CUDA); how the encoder runs "
+                  "(the store itself is fp16).")
 @passage_max_length_option("Passage truncation in tokens [the card's: 200].")
 @click.option("--query-width", type=int, default=None,
               help="PreTTR only: the query width the passage positions are offset by [query max length + 8].")

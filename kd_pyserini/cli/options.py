@@ -38,7 +38,10 @@ __all__ = ["CONTEXT_SETTINGS", "ENCODE_BATCH_SIZE", "PRECISION_CHOICES", "KdComm
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 #: texts per encoder forward pass, the same default on every command that encodes.
 ENCODE_BATCH_SIZE = 32
-PRECISION_CHOICES = ("fp32", "fp16", "bf16", "int8")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+_AUTO_HELP = ("auto (default): the fastest faithful precision on this device (CUDA: bf16, else fp16; CPU: bf16 with "
+              "native bf16 units, else fp32; training and teacher scores: fp32 on CPU); logged with -v, recorded as "
+              "resolved. ")
 #: exceptions a command reports as one ``Error:`` line instead of a traceback.
 HANDLED_ERRORS: tuple[type[BaseException], ...] = (KdError, ValueError, OSError, KeyError)
 
@@ -169,8 +172,10 @@ def device_option() -> Decorator:
 
 
 def precision_option(choices: Sequence[str] = PRECISION_CHOICES, help: str | None = None) -> Decorator:
-    return click.option("--precision", type=click.Choice(list(choices)), default="fp32", show_default=True,
-                        help=help or "Encoder precision: fp32, fp16 (CUDA), bf16, int8 (CPU).")
+    """``--precision`` (default ``auto``: :mod:`kd_pyserini.encoding.precision`); ``help`` describes the explicit
+    choices after the shared sentence on ``auto``."""
+    return click.option("--precision", type=click.Choice(list(choices)), default="auto", show_default=True,
+                        help=_AUTO_HELP + (help or "Explicit: fp32, fp16 (CUDA), bf16, int8 (CPU)."))
 
 
 def verbose_option() -> Decorator:

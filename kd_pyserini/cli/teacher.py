@@ -67,7 +67,7 @@ def main(verbose: bool) -> None:
 @passage_max_length_option("Passage truncation in tokens [bi-encoders, ColBERT, PreTTR: the card's; cross-encoders: "
                            "only the pair length].")
 @device_option()
-@precision_option(("fp32", "bf16", "fp16"), help="fp32, bf16 (CPU autocast or CUDA), fp16 (CUDA).")
+@precision_option(("auto", "fp32", "bf16", "fp16"), help="Explicit: fp32, bf16 (CPU autocast or CUDA), fp16 (CUDA).")
 @click.option("--chunk-pairs", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Pairs per saved chunk: the unit a killed run resumes from (keep it when resuming).")
 @click.option("--shard", default=None, metavar="I/N",

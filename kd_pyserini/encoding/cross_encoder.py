@@ -205,6 +205,10 @@ class CrossEncoder:
                  batch_size: int = 32, max_length: int | None = None, query_max_length: int | None = None,
                  passage_max_length: int | None = None, threads: int | None = None):
         self.card = get_cross_encoder_card(card)
+        if precision == "auto":
+            from kd_pyserini.encoding.precision import resolve_precision
+
+            precision = resolve_precision(precision, device, "encode").precision
         if precision not in CROSS_PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(CROSS_PRECISIONS)} for a "
                              "cross-encoder (int8 is for bi-encoder queries only)")

@@ -72,6 +72,10 @@ class TokenInteractionReranker:
             raise ValueError(f"{self.card.name} is a {self.kind} re-ranker: query and passage are cut apart; give "
                              "query_max_length / passage_max_length instead of max_length (the cross-encoder pair "
                              "length)")
+        if precision == "auto":
+            from kd_pyserini.encoding.precision import resolve_precision
+
+            precision = resolve_precision(precision, device, "encode").precision
         if precision not in CROSS_PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(CROSS_PRECISIONS)} for a re-ranker")
         self.device = resolve_device(device)

@@ -49,8 +49,9 @@ class TextEncoder:
     Args:
         card: the encoder card (or a name / hub id / directory resolved with :func:`get_card`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when present.
-        precision: ``"fp32"`` (default), ``"fp16"`` (CUDA only), ``"bf16"`` (CUDA, or CPU autocast) or ``"int8"``
-            (CPU only: dynamic int8 quantisation of the linear layers; the fast single-query option).
+        precision: ``"fp32"`` (default), ``"fp16"`` (CUDA only), ``"bf16"`` (CUDA, or CPU autocast), ``"int8"``
+            (CPU only: dynamic int8 quantisation of the linear layers; the fast single-query option) or ``"auto"``
+            (the fastest faithful one on this device: :mod:`kd_pyserini.encoding.precision`).
         batch_size: texts per forward pass (on CUDA: the batch holds up to ``batch_size * max_length`` tokens, so
             short texts go in larger batches).
         threads: CPU threads for torch (``torch.set_num_threads``, process-wide); ``None`` leaves torch's default
@@ -65,8 +66,12 @@ class TextEncoder:
         self.card = get_card(card)
         if self.card.note:
             log.warning(self.card.note)
+        if precision == "auto":
+            from kd_pyserini.encoding.precision import resolve_precision
+
+            precision = resolve_precision(precision, device, "encode").precision
         if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)} or auto")
         if precision == "int8":  # CPU only: checked before CUDA availability, and device=None means the CPU
             if device not in (None, "") and torch.device(device).type != "cpu":
                 raise ValueError(f"precision='int8' is CPU only (dynamic int8 quantisation), not for device "

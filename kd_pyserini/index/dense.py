@@ -40,6 +40,7 @@ from kd_pyserini.index import chunks
 from kd_pyserini.errors import KdError
 from kd_pyserini.index.faiss_factory import IndexParams, install_faiss_index
 from kd_pyserini.encoding.fingerprint import position_limit, weights_fingerprint
+from kd_pyserini.encoding.precision import resolve_precision
 from kd_pyserini.index.layout import (FORMAT_NAME, IndexBuildError, claim_output, corpus_fingerprint, corpus_summary,
                                       now, package_versions, reserve_output, write_json)
 from kd_pyserini.progress import progress_bar
@@ -332,7 +333,7 @@ def _metadata(job: _Job, state: dict[str, Any], dim: int | None, n_vectors: int,
 
 def build_dense_index(corpus: str | os.PathLike, encoder: Any, output: str | os.PathLike, *,
                       fmt: str | None = None, batch_size: int = 32, device: str | None = None,
-                      precision: str = "fp32", max_length: int | None = None,
+                      precision: str = "auto", max_length: int | None = None,
                       chunk_size: int = DEFAULT_CHUNK_SIZE, shard: str | tuple[int, int] | None = None,
                       index: IndexParams | str = "flat", overwrite: bool = False, keep_chunks: bool = False,
                       restart: bool = False, progress: bool | None = None,
@@ -346,7 +347,9 @@ def build_dense_index(corpus: str | os.PathLike, encoder: Any, output: str | os.
         output: the index folder to create (must not exist unless ``overwrite``).
         fmt: ``jsonl``, ``beir`` or ``tsv`` (detected when ``None``).
         batch_size: passages per forward pass.
-        device / precision: see :class:`kd_pyserini.encoding.TextEncoder` (ignored for encoder objects).
+        device / precision: see :class:`kd_pyserini.encoding.TextEncoder` (ignored for encoder objects); ``auto``
+            is resolved here (:mod:`kd_pyserini.encoding.precision`), and the metadata and a resume compare the
+            precision used.
         max_length: passage truncation (default: the card's ``passage_max_length``).
         chunk_size: passages per resumable chunk in ``OUTPUT.partial``.
         shard: ``"I/N"`` or ``(I, N)``: encode only the I-th (0-based) of N contiguous ranges.
@@ -381,9 +384,13 @@ def build_dense_index(corpus: str | os.PathLike, encoder: Any, output: str | os.
         if isinstance(encoder, (str, EncoderCard)):
             encoder = get_card(encoder)  # resolved once (a bare model folder logs its note once)
             card, limit = encoder, position_limit(encoder)
+            precision = resolve_precision(precision, device, "encode").precision
         else:
             loaded = _resolve_text_encoder(encoder, device, precision, batch_size)
             card, limit = loaded.card, position_limit(loaded.card, getattr(loaded, "model", None))
+            if precision == "auto":  # an encoder object runs at its own precision
+                precision = getattr(loaded, "precision", None) or getattr(getattr(loaded, "encoder", None),
+                                                                          "precision", "fp32")
         max_len = int(max_length or card.passage_max_length)
         if limit is not None and max_len > limit:
             raise IndexBuildError(f"--passage-max-length {max_len} is more than encoder {card.model_id} can take: "

@@ -92,7 +92,7 @@ def _load_reranker(reranker: Any, device: str | None, precision: str, batch_size
 
 def build_passage_store(corpus: str | os.PathLike, output: str | os.PathLike, reranker: Any, *,
                         fmt: str | None = None, chunk_size: int = DEFAULT_STORE_CHUNK, device: str | None = None,
-                        precision: str = "fp32", batch_size: int = 32, passage_max_length: int | None = None,
+                        precision: str = "auto", batch_size: int = 32, passage_max_length: int | None = None,
                         query_width: int | None = None, restart: bool = False,
                         progress: bool | None = None) -> Path:
     """Compute a ColBERT / PreTTR passage side for every passage of ``corpus`` into the store ``output``.

@@ -18,7 +18,7 @@ for the caller to show.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,11 @@ def _rerank_stage(stage: RerankStage, model: Any, cands: Candidates, topics: Top
 
 def _run(spec: SearchSpec) -> RunResult:
     t0 = time.perf_counter()
+    if spec.encoding.precision == "auto" and spec.mode != "bm25":  # resolved once: the sidecar records what ran
+        from kd_pyserini.encoding.precision import resolve_precision
+
+        chosen = resolve_precision("auto", spec.encoding.device, "encode").precision
+        spec = replace(spec, encoding=replace(spec.encoding, precision=chosen))
     topics = resolve_topics(spec.topics) if spec.topics else None
     loaded = _load(spec)
     cands_file = read_candidates(spec.candidates, spec.corpus, spec.depth) if spec.first_stage == "candidates" \

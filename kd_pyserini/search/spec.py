@@ -126,13 +126,15 @@ class Encoding:
     Args:
         batch_size: texts per forward pass.
         device: cpu, cuda, cuda:1 (``None``: cuda when present).
-        precision: fp32 | fp16 | bf16 | int8 (int8: CPU, the bi-encoder only; re-rankers then run in fp32).
+        precision: auto | fp32 | fp16 | bf16 | int8 (int8: CPU, the bi-encoder only; re-rankers then run in fp32;
+            auto: the fastest faithful one on the device, resolved when the search runs and recorded as resolved;
+            :mod:`kd_pyserini.encoding.precision`).
         query_max_length / passage_max_length: truncation in tokens (``None``: the card's).
     """
 
     batch_size: int = 32
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     query_max_length: int | None = None
     passage_max_length: int | None = None
 
@@ -441,7 +443,7 @@ def spec_from_options(options: Mapping[str, Any]) -> SearchSpec:
         output=str(get("output")), first_stage=first, topics=topics, bm25=bm25, dense=dense, fusion=fusion,
         candidates=candidates, corpus=get("corpus"), first_stage_depth=first_depth, rerank=tuple(stages),
         hits=get("hits", 1000), threads=get("threads"),
-        encoding=Encoding(batch_size=get("batch_size", 32), device=get("device"), precision=get("precision", "fp32"),
+        encoding=Encoding(batch_size=get("batch_size", 32), device=get("device"), precision=get("precision", "auto"),
                           query_max_length=get("query_max_length"), passage_max_length=get("passage_max_length")),
         mode=mode, run_tag=get("run_tag"), msmarco_format=bool(get("msmarco_format")),
         evaluate=get("do_eval", True), qrels=get("qrels"), measures=measures, progress=get("progress"),

@@ -220,7 +220,7 @@ def score_triples(triples: str | os.PathLike, output: str | os.PathLike, teacher
                   fmt: str = "auto", collection: str | os.PathLike | None = None,
                   queries: str | os.PathLike | None = None, batch_size: int = 32,
                   query_max_length: int | None = None, passage_max_length: int | None = None,
-                  max_length: int | None = None, device: str | None = None, precision: str = "fp32",
+                  max_length: int | None = None, device: str | None = None, precision: str = "auto",
                   chunk_pairs: int = DEFAULT_CHUNK_PAIRS, shard: str | tuple[int, int] | None = None,
                   skip_bad: bool = False, threads: int | None = None, progress: bool | None = None) -> ScoreResult:
     """Score the triples' unique pairs with one or more teachers and write a teacher file kd-train reads unchanged.
@@ -234,7 +234,8 @@ def score_triples(triples: str | os.PathLike, output: str | os.PathLike, teacher
         fmt: ``auto``, ``ids`` or ``text``.
         batch_size: pairs (cross-encoders) or texts (bi-encoders) per forward pass.
         query_max_length / passage_max_length / max_length: see :class:`~kd_pyserini.encoding.scorers.TeacherSpec`.
-        device / precision: where and how the teachers run (``fp32``, ``bf16``, ``fp16`` on CUDA).
+        device / precision: where and how the teachers run (``fp32``, ``bf16``, ``fp16`` on CUDA, or ``auto``: bf16
+            or fp16 on CUDA, fp32 on CPU; :mod:`kd_pyserini.encoding.precision`).
         chunk_pairs: pairs per saved chunk (the unit of resumption; part of the configuration).
         shard: ``"i/n"``: score every n-th chunk and write ``OUTPUT.shard-i-of-n.npz`` (see :func:`merge_shards`).
         skip_bad: skip and count bad triple lines instead of stopping at the first.
@@ -245,6 +246,10 @@ def score_triples(triples: str | os.PathLike, output: str | os.PathLike, teacher
         by a run with other options.
     """
     t0 = time.perf_counter()
+    if precision == "auto":  # resolved before anything is recorded: a resume compares the precision used
+        from kd_pyserini.encoding.precision import resolve_precision
+
+        precision = resolve_precision(precision, device, "score").precision
     if precision not in TEACHER_PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(TEACHER_PRECISIONS)} for a teacher")
     if chunk_pairs < 1:

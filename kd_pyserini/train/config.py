@@ -16,7 +16,7 @@ __all__ = ["TrainConfig", "TrainResult", "Preset", "PRESETS", "get_preset", "opt
            "NonFiniteLossError", "CheckpointWriteError", "OutputInUseError", "ResumeMismatchError",
            "TrainingInterrupted", "PRECISIONS", "SAMPLINGS", "ARCHITECTURES"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: student architectures (Hofstätter et al. 2020): BERT_Dot (a bi-encoder: the default), BERT_CAT, ColBERT, PreTTR.
 ARCHITECTURES = ("bert-dot", "bert-cat", "colbert", "prettr")
 SAMPLINGS = ("random", "tas-balanced")
@@ -133,9 +133,9 @@ class TrainConfig:
                                          recipe=True)
     grad_accum: int = option(1, "Micro-batches per optimizer step.", min=1, recipe=True)
     device: str | None = option(None, "cpu, cuda, cuda:1 [cuda when present].")
-    precision: str = option("fp32", "The student's autocast precision (fp16: CUDA only, with a grad scaler; bf16: "
-                                    "CUDA or CPU). An in-batch teacher runs in bf16 (fp16 where bf16 is missing) on "
-                                    "GPUs, fp32 on CPUs.", choices=PRECISIONS, recipe=True)
+    precision: str = option("auto", "Explicit: the student's autocast precision (fp16: CUDA only, with a grad "
+                                    "scaler; bf16: CUDA or CPU). An in-batch teacher runs in bf16 (fp16 where bf16 "
+                                    "is missing) on GPUs, fp32 on CPUs.", choices=PRECISIONS, recipe=True)
     seed: int = option(42, "Seeds the data order, the clusters and dropout.", recipe=True)
     sampling: str = option("random", "random: a seeded shuffle of the triples; tas-balanced: each batch's queries "
                                      "from one topic cluster, each query's pair drawn from balanced teacher-margin "

@@ -97,10 +97,10 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in TEACHER_PRECISIONS:
         raise InBatchTeacherError(f"in-batch teacher precision {precision!r} is not one of "
                                   f"{', '.join(TEACHER_PRECISIONS)}")
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "auto":  # the teacher-score rule: bf16 (fp16) on CUDA, fp32 on CPU
+        from kd_pyserini.encoding.precision import choose_precision
+
+        return choose_precision("auto", device.type, "score").precision
     if precision == "fp16" and device.type != "cuda":
         raise InBatchTeacherError(f"in-batch teacher precision fp16 needs a CUDA device, not {device}; on the CPU "
                                   "use bf16 (autocast) or fp32")

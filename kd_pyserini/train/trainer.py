@@ -116,7 +116,11 @@ class MarginMSETrainer:
         ck.check_output(self.output, self.resume_dir, cfg.overwrite)  # before any rank writes anything
         self.dist.barrier()
         self.device = pick_device(cfg, self.dist)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
+        from kd_pyserini.encoding.precision import resolve_precision
+
+        #: the precision the student runs at (``auto`` resolved for this device; what checkpoints record)
+        self.precision = resolve_precision(cfg.precision, self.device, "train").precision
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a CUDA device; on CPU use bf16 (autocast) or fp32")
         ck.seed_everything(cfg.seed + self.dist.rank)
 
@@ -156,7 +160,7 @@ class MarginMSETrainer:
         self.optimizer = make_optimizer(self.student, cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            WarmupLinearDecay(self.warmup_steps, self.total_steps))
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.model: torch.nn.Module = self.student
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -178,7 +182,7 @@ class MarginMSETrainer:
                             self.output / "tensorboard" if cfg.tensorboard else None)
 
     def _autocast(self):
-        return autocast(self.cfg.precision, self.device)
+        return autocast(self.precision, self.device)
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -191,7 +195,7 @@ class MarginMSETrainer:
                 "world_size": self.dist.world_size, "total_steps": self.total_steps, "lr": cfg.lr,
                 "warmup_steps": self.warmup_steps, "weight_decay": cfg.weight_decay,
                 "max_grad_norm": cfg.max_grad_norm, "in_batch_weight": cfg.in_batch_weight,
-                "precision": cfg.precision, "query_max_length": self.query_max_length,
+                "precision": self.precision, "query_max_length": self.query_max_length,
                 "passage_max_length": self.passage_max_length, "pooling": self.card.pooling,
                 "similarity": self.card.similarity, "num_triples": len(self.data),
                 "student_layers": cfg.student_layers, "sampling": cfg.sampling, "margin_bins": cfg.margin_bins,
@@ -363,6 +367,7 @@ class MarginMSETrainer:
             args = {**dataclasses.asdict(cfg), "recipe_applied": cfg.applied_recipe(),
                     "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
                     "world_size": self.dist.world_size, "device": str(self.device),
+                    "precision": self.precision, "precision_requested": cfg.precision,
                     "data": self.data.describe() if hasattr(self.data, "describe") else None,
                     "card": self.card.describe()}
             with atomic_write(self.output / "training_args.json") as f:
