@@ -110,6 +110,9 @@ def _print_eval(label: str, values: dict[str, float]) -> None:
 @fusion_options("--fusion", default_method="interpolation", prefix="hybrid: ")
 @click.option("--ef-search", type=int, default=None, help="HNSW efSearch [saved in the index].")
 @click.option("--nprobe", type=int, default=None, help="IVF nprobe [saved in the index].")
+@click.option("--rescore", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Re-score the approximate index's top K per query exactly, from the vectors it kept on disk "
+                   "(kd-index dense --index-type ivfpq --keep-vectors fp16) [off].")
 @run_tag_option("kd_pyserini-MODE")
 @click.option("--msmarco-format", is_flag=True, help="Write qid<TAB>docid<TAB>rank instead of TREC format.")
 @click.option("--eval/--no-eval", "do_eval", default=True, show_default=True,

@@ -59,6 +59,8 @@ class IndexParams:
         pq_nbits: bits per PQ code (8; lowered for tiny corpora).
         nprobe: IVF cells visited per query, saved in the index.
         train_size: vectors used to train ``sq8``/``ivfpq`` (sampled evenly over the corpus).
+        keep_vectors: ``fp16`` / ``fp32``: also write the vectors to ``vectors.npy`` (disk, not memory), so that
+            searches can re-score an approximate index's candidates exactly (:mod:`kd_pyserini.index.rescore`).
     """
 
     index_type: str = "flat"
@@ -70,10 +72,13 @@ class IndexParams:
     pq_nbits: int = 8
     nprobe: int = 32
     train_size: int = 262_144
+    keep_vectors: str | None = None
 
     def __post_init__(self) -> None:
         if self.index_type not in INDEX_TYPES:
             raise ValueError(f"index type {self.index_type!r} is not one of {', '.join(INDEX_TYPES)}")
+        if self.keep_vectors not in (None, "fp16", "fp32"):
+            raise ValueError(f"keep_vectors {self.keep_vectors!r} is not one of fp16, fp32 (or None)")
 
     @classmethod
     def of(cls, index: IndexParams | str) -> IndexParams:
@@ -90,6 +95,8 @@ class IndexParams:
                      train_size=self.train_size)
         elif self.index_type == "sq8":
             d.update(train_size=self.train_size)
+        if self.keep_vectors:
+            d.update(keep_vectors=self.keep_vectors)
         return d
 
 
@@ -260,6 +267,13 @@ def install_faiss_index(params: IndexParams, dim: int, blocks: Sequence[VectorBl
         faiss_index, desc = fill_index(params, dim, blocks, progress=progress)
         meta["index"] = desc
         desc["file_bytes"] = write_faiss_folder(tmp, faiss_index, docids)
+        if params.keep_vectors:  # on disk beside the index, for exact re-scoring (kd-search --rescore)
+            from kd_pyserini.index.rescore import write_rescore_vectors
+
+            try:
+                desc["vectors"] = write_rescore_vectors(tmp, blocks, dim, params.keep_vectors)
+            except OSError as e:
+                raise write_error(tmp / "vectors.npy", e) from e
         try:
             write_json(tmp / METADATA_FILENAME, meta)
         except OSError as e:

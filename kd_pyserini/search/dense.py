@@ -181,6 +181,8 @@ class DenseSearcher:
         threads: FAISS OpenMP threads (process-wide; default: FAISS's).
         query_max_length: query truncation (default: the card's, or the given KDQueryEncoder's).
         ef_search / nprobe: HNSW / IVF search settings (default: those saved in the index).
+        rescore: re-score each query's top ``rescore`` exactly from the index's ``vectors.npy`` (an ``ivfpq``
+            index built with ``keep_vectors``; :class:`kd_pyserini.index.rescore.RescoringIndex`); ``None``: off.
         check: check the index against the encoder (:func:`kd_pyserini.index.check_index_compatible`); ``False``
             skips every check but the FAISS dimension.
         allow_encoder_mismatch: search an index built with another encoder anyway, with a warning
@@ -195,7 +197,7 @@ class DenseSearcher:
     def __init__(self, index_dir: str | os.PathLike, encoder: Any, *, device: str | None = None,
                  precision: str = "fp32", batch_size: int = 32, threads: int | None = None,
                  query_max_length: int | None = None, ef_search: int | None = None, nprobe: int | None = None,
-                 check: bool = True, allow_encoder_mismatch: bool = False):
+                 check: bool = True, allow_encoder_mismatch: bool = False, rescore: int | None = None):
         import faiss
 
         self.index_dir = Path(index_dir)
@@ -205,6 +207,10 @@ class DenseSearcher:
             check_index_compatible(index_dir, self.query.card, self.query.dimension,
                                    allow_encoder_mismatch=allow_encoder_mismatch)
         self.index, self.docids = load_dense_index(index_dir, ef_search, nprobe)
+        if rescore:
+            from kd_pyserini.index.rescore import RescoringIndex
+
+            self.index = RescoringIndex(self.index, index_dir, rescore)
         if self.index.d != self.query.dimension:
             raise IncompatibleIndexError(f"index {index_dir} holds {self.index.d}-dimensional vectors but encoder "
                                          f"'{self.card.name}' makes {self.query.dimension}-dimensional ones")

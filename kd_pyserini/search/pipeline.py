@@ -83,7 +83,7 @@ def open_bm25(stage: Bm25Stage, threads: int | None = None) -> Bm25Searcher:
 def open_dense(stage: DenseStage, encoding: Encoding = Encoding(), threads: int | None = None) -> DenseSearcher:
     """The dense searcher of a :class:`~kd_pyserini.search.spec.DenseStage`: its encoder and FAISS index, held open."""
     return DenseSearcher(stage.index, stage.encoder, threads=threads, query_max_length=encoding.query_max_length,
-                         ef_search=stage.ef_search, nprobe=stage.nprobe,
+                         ef_search=stage.ef_search, nprobe=stage.nprobe, rescore=stage.rescore,
                          allow_encoder_mismatch=stage.allow_encoder_mismatch, **encoding.kwargs())
 
 
@@ -333,7 +333,8 @@ def _first_stage_params(spec: SearchSpec) -> dict[str, Any]:
     """The sidecar's ``params`` of a search without re-rank stages."""
     if spec.first_stage == "dense":
         assert spec.dense is not None
-        return {"hits": spec.hits, "ef_search": spec.dense.ef_search, "nprobe": spec.dense.nprobe}
+        return {"hits": spec.hits, "ef_search": spec.dense.ef_search, "nprobe": spec.dense.nprobe,
+                "rescore": spec.dense.rescore}
     if spec.first_stage == "bm25":
         assert spec.bm25 is not None
         return {"hits": spec.hits, **_bm25_params(spec), "remove_query": spec.bm25.remove_query}

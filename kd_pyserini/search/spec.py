@@ -64,6 +64,8 @@ class DenseStage:
         index: the FAISS index folder.
         encoder: card name, hub id or model folder encoding the queries.
         ef_search / nprobe: HNSW / IVF settings (``None``: those saved in the index).
+        rescore: re-score each query's top ``rescore`` of an approximate index exactly from the vectors the index
+            kept on disk (``kd-index dense --keep-vectors``; :mod:`kd_pyserini.index.rescore`); ``None``: off.
         allow_encoder_mismatch: search an index built with another encoder anyway (with a warning).
     """
 
@@ -72,6 +74,7 @@ class DenseStage:
     ef_search: int | None = None
     nprobe: int | None = None
     allow_encoder_mismatch: bool = False
+    rescore: int | None = None
 
 
 @dataclass(frozen=True)
@@ -425,7 +428,7 @@ def spec_from_options(options: Mapping[str, Any]) -> SearchSpec:
     bm25 = Bm25Stage(str(bm25_index), k1=get("k1", BM25_DEFAULT[0]), b=get("b", BM25_DEFAULT[1]),
                      remove_query=bool(get("remove_query"))) if bm25_index else None
     dense = DenseStage(str(index), str(encoder), ef_search=get("ef_search"), nprobe=get("nprobe"),
-                       allow_encoder_mismatch=bool(get("allow_encoder_mismatch"))) \
+                       allow_encoder_mismatch=bool(get("allow_encoder_mismatch")), rescore=get("rescore")) \
         if index and encoder and first in ("dense", "hybrid") else None
     fusion = None
     if first == "hybrid":
