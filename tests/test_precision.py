@@ -42,6 +42,13 @@ def test_explicit_precisions_pass_through_and_the_pin():
         P.choose_precision("auto", "cpu", env={P.AUTO_ENV: "fast"})
     with pytest.raises(ValueError, match="use 'index' is not one of encode, train, score"):
         P.choose_precision("auto", "cpu", "index", env={})
+    # a pin must fit the use and the device: int8 only encodes on CPUs, fp16 needs CUDA
+    assert P.choose_precision("auto", "cpu", "encode", env={P.AUTO_ENV: "int8"}).precision == "int8"
+    with pytest.raises(ValueError, match=rf"{P.AUTO_ENV}=int8 cannot serve --precision auto for train on cpu"):
+        P.choose_precision("auto", "cpu", "train", env={P.AUTO_ENV: "int8"})
+    with pytest.raises(ValueError, match=rf"{P.AUTO_ENV}=fp16 cannot serve --precision auto on cpu"):
+        P.choose_precision("auto", "cpu", "score", env={P.AUTO_ENV: "fp16"})
+    assert P.choose_precision("auto", "cuda", "train", cuda_bf16=True, env={P.AUTO_ENV: "fp16"}).precision == "fp16"
 
 
 def test_cpu_isa_reads_flags_and_obeys_an_avx2_cap():
@@ -130,3 +137,20 @@ def test_a_search_records_the_resolved_precision(tmp_path, tiny_distilbert_dir, 
     run_search(spec)
     side = json.loads((tmp_path / "run.txt.json").read_text())
     assert side["encoding"]["precision"] == "bf16"  # what ran, never "auto"
+
+
+def test_a_resume_refused_for_precision_says_which_to_pass(tmp_path):
+    """Work started at one precision and resumed where auto picks another: the refusal names --precision to pass."""
+    from kd_pyserini.index.chunks import check_state
+    from kd_pyserini.index.layout import IndexBuildError
+    from kd_pyserini.train.checkpoints import ResumeMismatchError, check_resume_settings
+
+    assert P.resume_hint("fp32", "fp32") == "" and P.resume_hint(None, "bf16") == ""
+    state = {"encoder": "e", "max_length": 200, "precision": "fp32", "format": "jsonl", "corpus": "c", "shard": None,
+             "chunk_size": 8}
+    with pytest.raises(IndexBuildError, match=r"precision differ\) \(the finished part was made at precision fp32, "
+                                              r"this run would use bf16: pass --precision fp32 to resume it\)"):
+        check_state(tmp_path, state, {**state, "precision": "bf16"})
+    with pytest.raises(ResumeMismatchError, match=r"precision: fp32 -> bf16\) \(the finished part .*pass "
+                                                  r"--precision fp32"):
+        check_resume_settings(tmp_path, {"precision": "fp32", "lr": 1}, {"precision": "bf16", "lr": 1}, False)

@@ -131,3 +131,12 @@ def test_kd_index_keep_vectors_and_kd_search_rescore(tmp_path, tiny_distilbert_d
                                            "--topics", str(tmp_path / "topics.tsv"), "--device", "cpu", "-o",
                                            str(tmp_path / "x.txt"), "--rescore", "50", "--no-eval"])
     assert res.exit_code != 0 and "has no vectors.npy to re-score from" in res.output
+
+
+def test_rescore_needs_a_dense_stage():
+    from kd_pyserini.search.spec import SpecError, spec_from_options
+
+    with pytest.raises(SpecError, match="--rescore re-scores a dense index's candidates: use it with a dense or hybrid "
+                                        "first stage"):
+        spec_from_options({"mode": "bm25", "index": "some-lucene-dir", "topics": "t.tsv", "output": "o.txt",
+                           "rescore": 100})

@@ -188,7 +188,7 @@ def _start_and_stop(cmd: list[str], work: Path, chunks: int, sig: int) -> subpro
 
 def test_sigkill_then_rerun_gives_a_byte_identical_file(text_triples, cat_dir, tmp_path):
     straight, resumed = tmp_path / "straight.tsv", tmp_path / "resumed.tsv"
-    res = _cli(_score_cmd(text_triples, cat_dir, straight))
+    res = _run(_score_cmd(text_triples, cat_dir, straight))  # a process, as the resumed one (same thread count)
     assert res.returncode == 0, res.stderr
     proc = _start_and_stop(_score_cmd(text_triples, cat_dir, resumed), work_dir(resumed), 3, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
@@ -234,7 +234,7 @@ def test_other_options_do_not_resume_silently(text_triples, seqclass_dir, tmp_pa
     out = tmp_path / "t.tsv"
     proc = _start_and_stop(_score_cmd(text_triples, seqclass_dir, out), work_dir(out), 1, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    res = _cli([*_score_cmd(text_triples, seqclass_dir, out), "--max-length", "64"])
+    res = _run([*_score_cmd(text_triples, seqclass_dir, out), "--max-length", "64"])  # stderr: exactly one line
     assert res.returncode == 1 and "another configuration" in res.stderr and "max_length" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
@@ -266,7 +266,7 @@ def test_bad_lines_are_file_line_errors(tmp_path, data_dir, seqclass_dir):
     coll = data_dir / "kd-samples" / "collection.head89.tsv"
     queries = tmp_path / "q.tsv"
     queries.write_text("1\twhat is x\n4\twhat is y\n", encoding="utf-8")
-    res = _cli([*TEACHER, "score", "--triples", str(bad), "--collection", str(coll), "--queries", str(queries),
+    res = _run([*TEACHER, "score", "--triples", str(bad), "--collection", str(coll), "--queries", str(queries),
                 "--teacher", str(seqclass_dir), "-o", str(tmp_path / "t.tsv")])
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
         f"Error: {bad}:2: 2 tab-separated fields; expected 3: 'qid<TAB>pos_pid<TAB>neg_pid' (use --skip-bad to skip "

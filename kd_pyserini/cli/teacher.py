@@ -10,7 +10,7 @@ Usage (also ``python -m kd_pyserini.cli.teacher``)::
     kd-teacher score --triples triples.tsv --collection collection.tsv --queries queries.train.tsv
                --teacher distilbert-cat-margin-mse [--teacher DIR ...] -o teacher.tsv [--batch-size 32]
                [--max-length N] [--query-max-length N] [--passage-max-length N] [--device cuda]
-               [--precision fp32|bf16|fp16] [--chunk-pairs 16384] [--shard I/N] [--skip-bad] [--progress]
+               [--precision auto|fp32|bf16|fp16] [--chunk-pairs 16384] [--shard I/N] [--skip-bad] [--progress]
     # ColBERT / PreTTR teachers (the paper's other architectures), alone or in an ensemble
     kd-teacher score --triples triples.tsv ... --teacher colbert-distilbert-margin-mse --teacher prettr -o t.tsv
     # text triples (triples.train.small.tsv): query<TAB>pos<TAB>neg, no collection needed

@@ -5,7 +5,7 @@ Usage::
     kd-train margin-mse --teacher FILE [--collection collection.tsv --queries queries.train.tsv]
              [--student distilbert-base-uncased | HUB_ID | DIR | CARD] [--student-layers N] --output DIR
              [--lr 7e-6] [--batch-size 32] [--epochs 1 | --max-steps N] [--warmup-steps N]
-             [--device cuda] [--precision fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
+             [--device cuda] [--precision auto|fp32|bf16|fp16] [--grad-accum N] [--grad-checkpointing] [--compile]
              [--sampling random|tas-balanced [--query-clusters FILE | --cluster-encoder CARD --clusters K]
               [--margin-bins 10]]
              [--in-batch-weight W [--in-batch-teacher CARD [--in-batch-teacher-scale S|auto]]]

@@ -205,7 +205,7 @@ class CrossEncoder:
                  batch_size: int = 32, max_length: int | None = None, query_max_length: int | None = None,
                  passage_max_length: int | None = None, threads: int | None = None):
         self.card = get_cross_encoder_card(card)
-        if precision == "auto":
+        if precision in CROSS_PRECISIONS or precision == "auto":  # auto resolved; an emulated bf16 warns once
             from kd_pyserini.encoding.precision import resolve_precision
 
             precision = resolve_precision(precision, device, "encode").precision

@@ -72,7 +72,7 @@ class TokenInteractionReranker:
             raise ValueError(f"{self.card.name} is a {self.kind} re-ranker: query and passage are cut apart; give "
                              "query_max_length / passage_max_length instead of max_length (the cross-encoder pair "
                              "length)")
-        if precision == "auto":
+        if precision in CROSS_PRECISIONS or precision == "auto":  # auto resolved; an emulated bf16 warns once
             from kd_pyserini.encoding.precision import resolve_precision
 
             precision = resolve_precision(precision, device, "encode").precision

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["AUTO", "AUTO_ENV", "USES", "PrecisionChoice", "cpu_isa", "choose_precision", "resolve_precision",
-           "bf16_slowdown", "warn_if_emulated_bf16"]
+           "bf16_slowdown", "warn_if_emulated_bf16", "resume_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,20 @@ def cpu_isa(flags: Iterable[str] | None = None, env: Mapping[str, str] | None = 
            "amx": bool({"amx_bf16", "amx_int8"} & fl), "bf16_native": bool({"avx512_bf16", "amx_bf16"} & fl)}
     if any(str(env.get(k, "")).upper().startswith("AVX2") for k in _CAPS):
         isa.update(avx512=False, amx=False, bf16_native=False, vnni=isa["vnni"] and "avx_vnni" in fl)
+    if flags is None and isa["bf16_native"] and not _onednn_bf16():  # other caps (e.g. ONEDNN_MAX_CPU_ISA=AVX512_CORE)
+        isa.update(bf16_native=False, amx=False)
     return isa
+
+
+def _onednn_bf16() -> bool:
+    """Whether torch's oneDNN runs bf16 natively here (it obeys every ISA cap, not only AVX2); ``True`` when torch
+    cannot say."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (ImportError, AttributeError, RuntimeError):
+        return True
 
 
 def _bf16_units(isa: Mapping[str, bool]) -> str:
@@ -114,6 +127,12 @@ def choose_precision(requested: str, device_type: str, use: str = "encode", *, c
         if pinned not in _PINNABLE:
             raise ValueError(f"{AUTO_ENV}={env.get(AUTO_ENV)!r} is not a precision; set it to one of "
                              f"{', '.join(_PINNABLE)} or unset it")
+        if pinned == "int8" and (use != "encode" or device_type != "cpu"):
+            raise ValueError(f"{AUTO_ENV}=int8 cannot serve --precision auto for {use} on {device_type}: int8 is for "
+                             "CPU query/passage encoding only; pin fp32 or bf16, or unset it")
+        if pinned == "fp16" and device_type != "cuda":
+            raise ValueError(f"{AUTO_ENV}=fp16 cannot serve --precision auto on {device_type}: fp16 needs a CUDA "
+                             "device; pin fp32 or bf16, or unset it")
         return PrecisionChoice(pinned, f"{AUTO_ENV}={pinned}", AUTO)
     if device_type == "cuda":
         if cuda_bf16 is None:
@@ -154,6 +173,15 @@ def resolve_precision(requested: str, device: object = None, use: str = "encode"
     elif choice.precision == "bf16" and dtype == "cpu":
         warn_if_emulated_bf16()
     return choice
+
+
+def resume_hint(saved: object, now: object) -> str:
+    """A sentence for a resume/merge refusal whose only cause may be ``--precision auto``'s choice: the finished work
+    was made at ``saved``, this run would use ``now``."""
+    if saved == now or saved in (None, "") or now in (None, ""):
+        return ""
+    return (f" (the finished part was made at precision {saved}, this run would use {now}: pass --precision {saved} "
+            "to resume it)")
 
 
 _SLOWDOWN: list[float] = []

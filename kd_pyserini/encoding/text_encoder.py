@@ -66,7 +66,7 @@ class TextEncoder:
         self.card = get_card(card)
         if self.card.note:
             log.warning(self.card.note)
-        if precision == "auto":
+        if precision in PRECISIONS or precision == "auto":  # auto resolved; an emulated explicit bf16 warns once
             from kd_pyserini.encoding.precision import resolve_precision
 
             precision = resolve_precision(precision, device, "encode").precision

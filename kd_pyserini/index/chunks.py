@@ -151,9 +151,12 @@ def check_state(partial: Path, state: dict[str, Any], wanted: dict[str, Any]) ->
     # they are encoded again (never trusted) rather than the whole store refused
     diff = [k for k in STATE_KEYS if (k in state or k != "encoder_weights") and state.get(k) != wanted.get(k)]
     if diff:
+        from kd_pyserini.encoding.precision import resume_hint
+
+        hint = resume_hint(state.get("precision"), wanted.get("precision")) if "precision" in diff else ""
         raise IndexBuildError(
-            f"{partial} holds chunks from a run with other settings ({', '.join(diff)} differ); rerun with the "
-            "same options to resume it, or pass --restart to discard those chunks")
+            f"{partial} holds chunks from a run with other settings ({', '.join(diff)} differ){hint}; rerun with "
+            "the same options to resume it, or pass --restart to discard those chunks")
 
 
 def write_chunk(partial: Path, k: int, ids: list[str], vectors: np.ndarray, record: dict[str, Any]) -> None:

@@ -76,7 +76,10 @@ def _shard_metadata(shards: Sequence[str | os.PathLike]) -> list[tuple[Path, dic
     for s, m in metas:
         for key in ("encoder", "dimension", "max_length", "precision"):
             if m.get(key) != first.get(key):
-                raise IndexBuildError(f"{s} differs from {metas[0][0]} in {key}: {m.get(key)} vs {first.get(key)}")
+                hint = (f" (shards made with --precision auto on different machines: rebuild {s} with --precision "
+                        f"{first.get(key)})") if key == "precision" else ""
+                raise IndexBuildError(f"{s} differs from {metas[0][0]} in {key}: {m.get(key)} vs {first.get(key)}"
+                                      f"{hint}")
         fp, fp0 = (m.get("encoder_weights") or {}).get("sha256"), (first.get("encoder_weights") or {}).get("sha256")
         if fp and fp0 and fp != fp0:
             raise IndexBuildError(

@@ -137,8 +137,11 @@ def build_passage_store(corpus: str | os.PathLike, output: str | os.PathLike, re
             old = json.loads(state_path.read_text(encoding="utf-8"))
             diff = first_difference(old, wanted)
             if diff:
-                raise PassageStoreError(f"{partial} holds chunks of another build ({diff}); rerun with the same "
-                                        "options to resume it, or pass --restart to discard them")
+                from kd_pyserini.encoding.precision import resume_hint
+
+                hint = resume_hint(old.get("precision"), wanted.get("precision"))
+                raise PassageStoreError(f"{partial} holds chunks of another build ({diff}){hint}; rerun with the "
+                                        "same options to resume it, or pass --restart to discard them")
         else:
             with atomic_write(state_path) as f:
                 json.dump(wanted, f, indent=2)

@@ -12,7 +12,7 @@ file stays on disk and in the page cache), and exact inner products decide the f
   Pyserini's ``FaissSearcher`` ignores the extra file.
 * ``kd-search --rescore 2000`` (:class:`RescoringIndex` around the FAISS index) re-scores each query's top 2000.
 
-Measured on a 1M-vector index: ``python tools/benchmarks/compressed.py`` (PERFORMANCE.md, "Compressed dense search").
+Measured on a 1M-vector index: ``python tools/benchmarks/run_all.py --only dense`` (PERFORMANCE.md, "Dense search").
 """
 
 from __future__ import annotations

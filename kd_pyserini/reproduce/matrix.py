@@ -43,6 +43,8 @@ DEFAULT_PATHS: dict[str, str | None] = {
     "threads": str(min(16, os.cpu_count() or 1)),
     "batch_size": "64",
     "device": "auto",
+    # the published figures are fp32 ones: the matrix pins fp32 (--set precision=auto to use the machine's fastest)
+    "precision": "fp32",
 }
 
 #: Placeholders that name an index: a Pyserini prebuilt name is replaced by its folder in Pyserini's cache.

@@ -246,7 +246,7 @@ def _rerank_stage(stage: RerankStage, model: Any, cands: Candidates, topics: Top
 
 def _run(spec: SearchSpec) -> RunResult:
     t0 = time.perf_counter()
-    if spec.encoding.precision == "auto" and spec.mode != "bm25":  # resolved once: the sidecar records what ran
+    if spec.encoding.precision == "auto" and (spec.dense is not None or spec.rerank):  # once: the sidecar records it
         from kd_pyserini.encoding.precision import resolve_precision
 
         chosen = resolve_precision("auto", spec.encoding.device, "encode").precision

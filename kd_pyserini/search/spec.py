@@ -269,7 +269,8 @@ class SearchSpec:
                             "(a late-interaction or split card), or drop it")
         for name, value in (("hits", self.hits), ("first_stage_depth", self.first_stage_depth),
                             ("fusion depth", self.fusion.depth if self.fusion else None),
-                            ("batch_size", self.encoding.batch_size)):
+                            ("batch_size", self.encoding.batch_size),
+                            ("rescore", self.dense.rescore if self.dense else None)):
             if value is not None and value < 1:
                 raise SpecError(f"{name} must be >= 1 (got {value})")
         for stage in self.rerank:
@@ -430,6 +431,9 @@ def spec_from_options(options: Mapping[str, Any]) -> SearchSpec:
     dense = DenseStage(str(index), str(encoder), ef_search=get("ef_search"), nprobe=get("nprobe"),
                        allow_encoder_mismatch=bool(get("allow_encoder_mismatch")), rescore=get("rescore")) \
         if index and encoder and first in ("dense", "hybrid") else None
+    if get("rescore") and dense is None:
+        raise SpecError("--rescore re-scores a dense index's candidates: use it with a dense or hybrid first stage "
+                        "(--index FAISS_DIR --encoder ENC), or drop it")
     fusion = None
     if first == "hybrid":
         weights = get("weights")

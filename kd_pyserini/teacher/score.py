@@ -152,8 +152,11 @@ def _prepare(work: Path, config: dict[str, Any], soft: dict[str, Any]) -> int:
         old = json.loads(manifest.read_text(encoding="utf-8"))
         if old.get("config") != config:
             why = _first_difference(old.get("config") or {}, config)
-            raise ValueError(f"{work} holds scores of another configuration ({why}); run with the same options to "
-                             "resume, or delete the folder to start over")
+            from kd_pyserini.encoding.precision import resume_hint
+
+            hint = resume_hint((old.get("config") or {}).get("precision"), config.get("precision"))
+            raise ValueError(f"{work} holds scores of another configuration ({why}){hint}; run with the same options "
+                             "to resume, or delete the folder to start over")
         for key, value in soft.items():
             if old.get("soft", {}).get(key) != value:
                 log.warning("resuming %s with %s=%s (the finished chunks were made with %s): scores agree to float "
@@ -246,7 +249,7 @@ def score_triples(triples: str | os.PathLike, output: str | os.PathLike, teacher
         by a run with other options.
     """
     t0 = time.perf_counter()
-    if precision == "auto":  # resolved before anything is recorded: a resume compares the precision used
+    if precision in TEACHER_PRECISIONS or precision == "auto":  # resolved before anything is recorded
         from kd_pyserini.encoding.precision import resolve_precision
 
         precision = resolve_precision(precision, device, "score").precision

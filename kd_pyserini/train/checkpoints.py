@@ -24,6 +24,7 @@ import torch
 from kd_pyserini.atomic import replace_dir
 from kd_pyserini.errors import KdError, UsageError, one_line
 from kd_pyserini.train.config import CheckpointWriteError, OutputInUseError, ResumeMismatchError
+from kd_pyserini.train.parts import load_optimizer_state
 
 __all__ = ["STATE_FILE", "find_checkpoint", "list_checkpoints", "rng_state", "set_rng_state", "seed_everything",
            "check_output", "clear_output", "settings_diff", "check_resume_settings", "trainer_state", "load_state",
@@ -198,8 +199,11 @@ def check_resume_settings(ckpt: Path, saved: Mapping[str, Any], now: Mapping[str
         return
     listed = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in diffs.items())
     if not force:
-        raise ResumeMismatchError(f"{ckpt} was trained with other settings than this run's ({listed}); repeat the "
-                                  "run's original options, or pass --force to continue anyway (not an exact "
+        from kd_pyserini.encoding.precision import resume_hint
+
+        hint = resume_hint(*diffs["precision"]) if "precision" in diffs else ""
+        raise ResumeMismatchError(f"{ckpt} was trained with other settings than this run's ({listed}){hint}; repeat "
+                                  "the run's original options, or pass --force to continue anyway (not an exact "
                                   "continuation)")
     log.warning("resuming %s with different settings (%s): training continues (--force), but not as an exact "
                 "continuation of the interrupted run", ckpt, listed)
@@ -255,7 +259,7 @@ def load_state(trainer: Any, ckpt: Path, settings: Mapping[str, Any], force: boo
     if "num_triples" in state:
         saved.setdefault("num_triples", state["num_triples"])
     check_resume_settings(ckpt, saved, settings, force)
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(trainer.optimizer, state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.scaler is not None and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])

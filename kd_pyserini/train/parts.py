@@ -46,6 +46,15 @@ def make_optimizer(student: torch.nn.Module, cfg: TrainConfig, device: torch.dev
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the optimizer's own ``fused`` choice: a checkpoint saved before
+    kd-train fused AdamW on the CPU records ``fused=None`` in its groups, which loading would otherwise restore."""
+    fused = optimizer.defaults.get("fused")
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+
+
 class WarmupLinearDecay:
     """Learning-rate factor: linear warm-up to the peak over ``warmup_steps``, then linear decay to 0."""
 
