@@ -110,52 +110,51 @@ def _ids(run: dict[str, dict[str, float]], qids: list[str], docpos: dict[str, in
     return np.array([[docpos[d] for d in list(run[q])[:k]] for q in qids])
 
 
-def _rescore_sweep(r: Result, index: Any, data: Synthetic, n: int, Q: np.ndarray, exact1000: np.ndarray,
-                   flat: dict[str, Any]) -> dict[str, Any]:
-    """IVF-PQ's top K re-scored exactly from fp16 vectors on disk (``kd-index dense --keep-vectors fp16``,
-    ``kd-search --rescore K``: :class:`kd_pyserini.index.rescore.RescoringIndex`): recall@1000 against flat search,
-    queries/s, and the memory it keeps (the PQ codes; the vectors stay on disk, memory-mapped)."""
-    import shutil
+def _write_vectors(data: Synthetic, n: int) -> tuple[Path, dict[str, Any]]:
+    """The collection's vectors as ``kd-index dense --keep-vectors fp16`` writes them, in a temporary folder."""
     import tempfile
     from types import SimpleNamespace
 
-    from kd_pyserini.index.rescore import RescoringIndex, write_rescore_vectors
+    from kd_pyserini.index.rescore import write_rescore_vectors
 
-    k = min(1000, n)
     tmp = Path(tempfile.mkdtemp(prefix="kd-rescore-"))
-    try:
-        blocks = [SimpleNamespace(count=min(BLOCK, n - start), load=lambda b=b, m=min(BLOCK, n - start):
-                                  data._draw([data.seed, 1, b], m)) for b, start in enumerate(range(0, n, BLOCK))]
-        vec = write_rescore_vectors(tmp, blocks, data.dim, "fp16")
-        out: dict[str, Any] = {"vectors_file_bytes": vec["file_bytes"], "k": k}
-        pq_bytes = index.code_size * n + 8 * n + index.d * 4 * index.nlist  # codes + ids + coarse centroids
-        out["memory_bytes"] = pq_bytes
-        out["memory_fraction_of_flat"] = pq_bytes / (flat["bytes_per_vector"] * n)
-        for nprobe in (32, 128):
-            index.nprobe = nprobe
+    blocks = [SimpleNamespace(count=min(BLOCK, n - start), load=lambda b=b, m=min(BLOCK, n - start):
+                              data._draw([data.seed, 1, b], m)) for b, start in enumerate(range(0, n, BLOCK))]
+    return tmp, write_rescore_vectors(tmp, blocks, data.dim, "fp16")
+
+
+def _rescore_sweep(r: Result, index: Any, vec_dir: Path, vec: dict[str, Any], Q: np.ndarray, exact1000: np.ndarray,
+                   flat_bytes_per_vector: float, label: str) -> dict[str, Any]:
+    """IVF-PQ's top K re-scored exactly from fp16 vectors on disk (``kd-index dense --keep-vectors fp16``,
+    ``kd-search --rescore K``: :class:`kd_pyserini.index.rescore.RescoringIndex`): recall@1000 against flat search,
+    queries/s, and the memory it keeps (the PQ codes and ids, the coarse centroids; the vectors stay on disk)."""
+    from kd_pyserini.index.rescore import RescoringIndex
+
+    n = index.ntotal
+    k = min(1000, n)
+    pq_bytes = index.code_size * n + 8 * n + index.d * 4 * index.nlist
+    out: dict[str, Any] = {"pq_m": int(index.pq.M), "nlist": int(index.nlist), "vectors_file_bytes": vec["file_bytes"],
+                           "k": k, "memory_bytes": pq_bytes,
+                           "memory_fraction_of_flat": pq_bytes / (flat_bytes_per_vector * n), "settings": {}}
+    for nprobe in (32, 128, 512):
+        index.nprobe = min(nprobe, index.nlist)
+        for depth in (None, 2000, 8000):
+            searcher = index if depth is None else RescoringIndex(index, vec_dir, depth)
             t0 = time.perf_counter()
-            alone = index.search(Q, k)[1]
-            out[f"nprobe {nprobe}, no rescore"] = {"qps": round(len(Q) / (time.perf_counter() - t0), 1),
-                                                   "recall@1000": round(recall_at(alone, exact1000, k), 4)}
-            for depth in (2000, 4000, 8000):
-                rs = RescoringIndex(index, tmp, depth)
-                t0 = time.perf_counter()
-                got = rs.search(Q, k)[1]
-                out[f"nprobe {nprobe}, rescore {depth}"] = {"qps": round(len(Q) / (time.perf_counter() - t0), 1),
-                                                            "recall@1000": round(recall_at(got, exact1000, k), 4)}
-        index.nprobe = 32
-        best = max((v["recall@1000"], key) for key, v in out.items() if isinstance(v, dict))
-        r.add("ivfpq + fp16 rescore: best recall@1000 vs flat", best[0], None, "")
-        r.add("ivfpq + rescore: memory as a fraction of flat", out["memory_fraction_of_flat"], None, "",
-              higher_is_better=False)
-        r.notes.append(f"IVF-PQ + exact re-scoring (fp16 vectors on disk, {vec['file_bytes'] / 2**20:,.0f} MiB, "
-                       f"memory-mapped): in memory {pq_bytes / 2**20:,.0f} MiB = "
-                       f"{out['memory_fraction_of_flat']:.3f} of flat; recall@1000 vs flat per setting: " +
-                       "; ".join(f"{key}: {v['recall@1000']:.4f} at {v['qps']} q/s" for key, v in out.items()
-                                 if isinstance(v, dict)) + f" (best: {best[1]})")
-        return out
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            got = searcher.search(Q, k)[1]
+            out["settings"][f"nprobe {nprobe}, " + ("no rescore" if depth is None else f"rescore {depth}")] = {
+                "qps": round(len(Q) / (time.perf_counter() - t0), 1),
+                "recall@1000": round(recall_at(got, exact1000, k), 4)}
+    best_key, best = max(out["settings"].items(), key=lambda kv: kv[1]["recall@1000"])
+    r.add(f"ivfpq {label} + fp16 rescore: best recall@1000 vs flat", best["recall@1000"], None, "")
+    r.add(f"ivfpq {label}: memory as a fraction of flat", out["memory_fraction_of_flat"], None, "",
+          higher_is_better=False)
+    r.notes.append(f"IVF-PQ {label} + exact re-scoring (fp16 vectors on disk, {vec['file_bytes'] / 2**20:,.0f} MiB, "
+                   f"memory-mapped): in memory {pq_bytes / 2**20:,.0f} MiB = {out['memory_fraction_of_flat']:.3f} "
+                   "of flat; recall@1000 vs flat: " +
+                   "; ".join(f"{key}: {v['recall@1000']:.4f} at {v['qps']} q/s" for key, v in out["settings"].items())
+                   + f" (best: {best_key})")
+    return out
 
 
 def bench_dense(s: Settings) -> Result:
@@ -253,7 +252,22 @@ def bench_dense(s: Settings) -> Result:
                 sweep[f"nprobe {nprobe}"] = {"qps": round(len(Q) / (time.perf_counter() - t0), 1),
                                              "recall@100": round(recall_at(got, exact, k), 4)}
             summary[kind]["nprobe_sweep"] = sweep
-            summary[kind]["rescore"] = _rescore_sweep(r, index, data, n, Q, exact1000, summary["flat"])
+            import shutil
+
+            vec_dir, vec = _write_vectors(data, n)
+            try:
+                m_default = summary[kind]["pq_m"]
+                summary[kind]["rescore"] = {f"m {m_default}": _rescore_sweep(
+                    r, index, vec_dir, vec, Q, exact1000, summary["flat"]["bytes_per_vector"], f"m {m_default}")}
+                del index
+                gc.collect()
+                # twice the codes (d/4 sub-quantisers): still under 1/8 of flat's memory
+                m_fine = 2 * m_default
+                index, desc2, _, _ = _build(kind, data, n, **{**ivf_params, "pq_m": m_fine})
+                summary[kind]["rescore"][f"m {m_fine}"] = _rescore_sweep(
+                    r, index, vec_dir, vec, Q, exact1000, summary["flat"]["bytes_per_vector"], f"m {m_fine}")
+            finally:
+                shutil.rmtree(vec_dir, ignore_errors=True)
         del index
         gc.collect()
 

@@ -196,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.markdown.write_text(to_markdown(report) + "\n")
     failed = [n for n, b in report["benchmarks"].items() if (b.get("skipped") or "").startswith("error")]
     print(f"\nJSON report: {out}  (machine: {report['machine'].get('cpu_model')}, "
-          f"{report['machine'].get('cpus')} CPUs, load {report['machine']['load_avg']} -> "
-          f"{report['machine']['load_avg_end']})")
+          f"{report['machine'].get('cpus')} CPUs, load {report['machine'].get('load_avg')} -> "
+          f"{report['machine'].get('load_avg_end')})")
     return 1 if failed else 0
 
 
