@@ -273,3 +273,23 @@ def test_sentence_transformers_trainer_replays_kd_batches_with_equal_losses(data
     assert len(kd["losses"]) == len(st["losses"]) == 3
     for a, b in zip(kd["losses"], st["losses"]):
         assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_the_rescore_benchmark_tiles_real_vectors_reproducibly():
+    """tools/benchmarks/rescore.py: the first B vectors are the real ones; the copies are unit length, seeded by block,
+    and spread along the real vectors' own principal directions (no variance where the real ones have none)."""
+    import numpy as np
+
+    from tools.benchmarks import rescore
+
+    rng = np.random.default_rng(0)
+    base = np.zeros((300, 8), dtype=np.float32)
+    base[:, :3] = rng.standard_normal((300, 3))  # real vectors living in 3 of 8 dimensions
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    tiled = rescore.Tiled(base, 1000, seed=1)
+    x = tiled.block(0)
+    assert x.shape == (1000, 8) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    assert np.allclose(x[:300], base, atol=1e-6) and not np.allclose(x[300:600], base, atol=1e-2)
+    assert np.abs(x[:, 3:]).max() < 1e-3  # the copies stay in the real vectors' subspace
+    assert np.array_equal(x, rescore.Tiled(base, 1000, seed=1).block(0))
+    assert [b.count for b in tiled.blocks()] == [1000]

@@ -37,20 +37,21 @@ from .report import format_machine, format_result, to_markdown  # noqa: E402,F40
 
 
 def _registry() -> dict[str, Callable[[Settings], Result]]:
-    from . import dense, encoding, fidelity, sparse, train_gap, training
+    from . import dense, encoding, fidelity, rescore, sparse, train_gap, training
 
     return {
         "passages": encoding.bench_passages,
         "queries": encoding.bench_queries,
         "fidelity": fidelity.bench_fidelity,
         "dense": dense.bench_dense,
+        "rescore": rescore.bench_rescore,
         "sparse": sparse.bench_sparse,
         "training": training.bench_training,
         "training_gap": train_gap.bench_training_gap,
     }
 
 
-BENCHMARKS = ("passages", "queries", "fidelity", "dense", "sparse", "training", "training_gap")
+BENCHMARKS = ("passages", "queries", "fidelity", "dense", "rescore", "sparse", "training", "training_gap")
 
 
 def run(names: Sequence[str] | None = None, settings: Settings | None = None,
