@@ -50,3 +50,21 @@ def test_readme_python_snippet_runs(data_dir, scifact_minilm_index, monkeypatch)
     values = eval(printed[0], {"np": __import__("numpy")})  # {'nDCG@10': ..., 'R@100': ...}
     assert values["nDCG@10"] == pytest.approx(PUBLISHED_MINILM_SCIFACT, abs=5e-5)
     assert printed[1] == "(384,)"
+
+
+def test_the_family_table_and_figure_are_those_of_the_stored_results():
+    """README's model-family table is tools/experiments/results/family.json (the figures are not typed by hand), and
+    the figure beside it exists (drawn from the same file by family_distill.py --from-json)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    result = json.loads((root / "tools" / "experiments" / "results" / "family.json").read_text(encoding="utf-8"))
+    names = {"bert-dot": "BERT_Dot", "colbert": "ColBERT", "prettr": "PreTTR", "bert-cat": "BERT_CAT"}
+    for arch, r in result["architectures"].items():
+        before, after = (f"{r[k]['nDCG@10']:.4f}"[1:] for k in ("before", "after"))
+        assert re.search(rf"\| {names[arch]} \| {re.escape(before)} → {re.escape(after)} \|", readme), arch
+    bm25 = f"{result['bm25']['nDCG@10']:.4f}"[1:]  # ".5058"
+    assert f"BM25's own order ({bm25})" in readme
+    assert (root / "docs" / "figures" / "model-family.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](docs/figures/model-family.png)" in readme
