@@ -234,7 +234,9 @@ def _merge(path: Path, report: dict) -> dict:
             for r in b.get("rows", []):
                 if r.get("gflops") is not None and bc["gflops"].get(r.get("precision")):
                     r["ceiling"] = r["gflops"] / bc["gflops"][r["precision"]]
-    base["machine"]["merged_runs"] = base["machine"].get("merged_runs", []) + [
+    earlier = [{**m, "benchmarks": [n for n in m.get("benchmarks", []) if n not in report["benchmarks"]]}
+               for m in base["machine"].get("merged_runs", [])]  # a benchmark measured again: only its last run
+    base["machine"]["merged_runs"] = [m for m in earlier if m["benchmarks"]] + [
         {"benchmarks": list(report["benchmarks"]), "date": mine.get("date"), "load_avg": mine.get("load_avg"),
          "load_avg_end": mine.get("load_avg_end")}]
     write_json(path, base)
