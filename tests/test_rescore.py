@@ -140,3 +140,24 @@ def test_rescore_needs_a_dense_stage():
                                         "first stage"):
         spec_from_options({"mode": "bm25", "index": "some-lucene-dir", "topics": "t.tsv", "output": "o.txt",
                            "rescore": 100})
+
+
+def test_search_lists_deduplicate_docids_unless_known_unique():
+    """A docid stored twice (two rows) counts once; with unique ids (DenseSearcher checks once at load) the fast path
+    gives the same lists."""
+    import faiss
+
+    from kd_pyserini.search.dense import _search_lists, faiss_search
+
+    x = _clustered(200, 8)
+    index = faiss.IndexFlatIP(8)
+    index.add(x)
+    q = _clustered(5, 8, seed=3)
+    ids = [f"d{i}" for i in range(200)]
+    assert _search_lists(index, ids, q, 20) == _search_lists(index, ids, q, 20, unique_ids=True)
+    dup = ids[:]
+    dup[1] = "d0"  # rows 0 and 1 share a docid
+    lists = _search_lists(index, dup, q, 200)
+    assert all(len(hits) == 199 and len({d for d, _ in hits}) == 199 for hits in lists)
+    assert faiss_search(index, ids, ["a", "b"], q[:2], 3, unique_ids=True) == \
+        faiss_search(index, ids, ["a", "b"], q[:2], 3)

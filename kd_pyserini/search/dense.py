@@ -146,28 +146,35 @@ def load_dense_index(index_dir: str | os.PathLike, ef_search: int | None = None,
     return index, docids
 
 
-def _search_lists(index, docids: Sequence[str], q: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-    """One ``[(docid, score)...]`` per row of ``q``, best first (a docid stored twice counts once)."""
+def _search_lists(index, docids: Sequence[str], q: np.ndarray, k: int,
+                  unique_ids: bool = False) -> list[list[tuple[str, float]]]:
+    """One ``[(docid, score)...]`` per row of ``q``, best first (a docid stored twice counts once; ``unique_ids``:
+    the caller knows no docid is stored twice, so the per-query de-duplication is skipped)."""
     out: list[list[tuple[str, float]]] = []
     k = min(int(k), index.ntotal)
     if k <= 0:
         return [[] for _ in range(len(q))]
     for s in range(0, len(q), FAISS_QUERY_BLOCK):
         D, I = index.search(q[s:s + FAISS_QUERY_BLOCK], k)
-        for dist, idx in zip(D, I):
+        for dist, idx in zip(D.tolist(), I.tolist()):  # one conversion per block, not per row
+            if unique_ids:
+                out.append([(docids[i], score) for score, i in zip(dist, idx) if i != -1])
+                continue
             seen: set[str] = set()
             hits: list[tuple[str, float]] = []
-            for score, i in zip(dist.tolist(), idx.tolist()):
+            for score, i in zip(dist, idx):
                 if i != -1 and docids[i] not in seen:
                     seen.add(docids[i])
-                    hits.append((docids[i], float(score)))
+                    hits.append((docids[i], score))
             out.append(hits)
     return out
 
 
-def faiss_search(index, docids: Sequence[str], qids: Sequence[str], q: np.ndarray, k: int) -> Run:
-    """Search ``index`` with the query vectors ``q`` (one row per qid): ``{qid: {docid: score}}``, ``k`` per query."""
-    return {qid: dict(hits) for qid, hits in zip(qids, _search_lists(index, docids, q, k))}
+def faiss_search(index, docids: Sequence[str], qids: Sequence[str], q: np.ndarray, k: int,
+                 unique_ids: bool = False) -> Run:
+    """Search ``index`` with the query vectors ``q`` (one row per qid): ``{qid: {docid: score}}``, ``k`` per query
+    (``unique_ids``: see :func:`_search_lists`)."""
+    return {qid: dict(hits) for qid, hits in zip(qids, _search_lists(index, docids, q, k, unique_ids))}
 
 
 class DenseSearcher:
@@ -207,6 +214,8 @@ class DenseSearcher:
             check_index_compatible(index_dir, self.query.card, self.query.dimension,
                                    allow_encoder_mismatch=allow_encoder_mismatch)
         self.index, self.docids = load_dense_index(index_dir, ef_search, nprobe)
+        #: no docid stored twice (checked once here), so results need no per-query de-duplication
+        self.unique_ids = len(set(self.docids)) == len(self.docids)
         if rescore:
             from kd_pyserini.index.rescore import RescoringIndex
 
@@ -241,7 +250,7 @@ class DenseSearcher:
     def search_vectors(self, vectors: np.ndarray, hits: int) -> list[list[tuple[str, float]]]:
         """Search with query vectors ``(n, dim)``: per row, ``[(docid, score)...]`` best first, ``hits`` long."""
         q = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.index.d))
-        return _search_lists(self.index, self.docids, q, hits)
+        return _search_lists(self.index, self.docids, q, hits, self.unique_ids)
 
     def search(self, query: str, hits: int = 1000) -> list[tuple[str, float]]:
         """One query: ``[(docid, score)...]``, best first."""
@@ -262,7 +271,7 @@ class DenseSearcher:
             for s in range(0, len(qids), QUERY_CHUNK):
                 chunk = qids[s:s + QUERY_CHUNK]
                 q = self.encode_batch([t.queries[x] for x in chunk])
-                run.update(faiss_search(self.index, self.docids, chunk, q, hits))
+                run.update(faiss_search(self.index, self.docids, chunk, q, hits, self.unique_ids))
                 bar.update(len(chunk))
         return run
 

@@ -180,7 +180,7 @@ def bench_dense(s: Settings) -> Result:
     def kd_batch(index, q=Q, ids=qids):
         if kd_search is None:
             return index.search(q, k)[1]
-        return _ids(kd_search(index, docids, ids, q, k), ids, docpos, k)
+        return _ids(kd_search(index, docids, ids, q, k, unique_ids=True), ids, docpos, k)  # as DenseSearcher: ids unique
 
     # ---- flat: exact ground truth, kd vs Pyserini --------------------------------------------------------------
     flat, desc, build_s, rss = _build("flat", data, n)
