@@ -22,8 +22,9 @@ def test_auto_on_cpu_kinds(isa, encode):
     got = P.choose_precision("auto", "cpu", "encode", isa=isa, env=no_pin)
     assert got.precision == encode and got.requested == "auto" and got.reason
     assert ("AMX-BF16" in got.reason) == isa["amx"] and ("no native bf16" in got.reason) == (encode == "fp32")
-    # training and teacher scores stay fp32 on every CPU (measured no faster / become training targets)
-    assert P.choose_precision("auto", "cpu", "train", isa=isa, env=no_pin).precision == "fp32"
+    # training follows the native units too (bf16 autocast, fp32 master weights); teacher scores stay fp32 on every
+    # CPU (they become training targets)
+    assert P.choose_precision("auto", "cpu", "train", isa=isa, env=no_pin).precision == encode
     assert P.choose_precision("auto", "cpu", "score", isa=isa, env=no_pin).precision == "fp32"
 
 

@@ -40,7 +40,7 @@ CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_
 ENCODE_BATCH_SIZE = 32
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 _AUTO_HELP = ("auto (default): the fastest faithful precision on this device (CUDA: bf16, else fp16; CPU: bf16 with "
-              "native bf16 units, else fp32; training and teacher scores: fp32 on CPU); logged with -v, recorded as "
+              "native bf16 units, else fp32; teacher scores: fp32 on CPU); logged with -v, recorded as "
               "resolved. ")
 #: exceptions a command reports as one ``Error:`` line instead of a traceback.
 HANDLED_ERRORS: tuple[type[BaseException], ...] = (KdError, ValueError, OSError, KeyError)
