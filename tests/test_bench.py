@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +81,12 @@ def _report(kind: dict | None, ceilings: dict | None) -> dict:
         machine["cpu_kind"] = kind
     if ceilings:
         machine["ceilings"] = ceilings
-    row = Row("passages/s, kd fp32", 40.0, 10.0, "passages/s", peers={"sentence-transformers": 32.0},
-              ceiling=0.42).as_dict()
+    row = Row("passages/s, kd fp32", 40.0, 10.0, "passages/s", peers={"sentence-transformers": 32.0,
+              "ONNX Runtime": 20.0, "OpenVINO": None}, ceiling=0.42).as_dict()
+    best = Row("passages/s, kd auto (bf16) vs the fastest faithful peer", 130.0, 10.0, "passages/s",
+               peers={"best other runtime": 100.0}, note="fastest faithful peer: ov bf16", ceiling=0.3).as_dict()
     return {"machine": machine, "quick": False, "benchmarks": {
-        "passages": {"name": "passages", "skipped": None, "seconds": 10.0, "rows": [row], "agreement": {},
+        "passages": {"name": "passages", "skipped": None, "seconds": 10.0, "rows": [row, best], "agreement": {},
                      "notes": ["a note"], "extra": {}},
         "sparse": {"name": "sparse", "skipped": "error: something", "seconds": 0.0, "rows": [], "agreement": {},
                    "notes": [], "extra": {}}}}
@@ -100,7 +103,10 @@ def test_performance_md_section_per_cpu_kind_and_splice_keeps_the_hand_written_t
     assert "`ONEDNN_MAX_CPU_ISA=AVX2`" in sec and "not a measurement of an AVX2-only CPU" in sec
     assert "| fp32 | 100.0 |" in sec and "No GEMM ceiling was measured" in sec
     assert "| passages/s, kd fp32 | 40.000 | 10.569" not in sec
-    assert "| passages/s, kd fp32 | 40.000 | 10.000 | 4.00x | 32.000 | 1.25x | 42% | passages/s |" in sec
+    assert "| passages/s, kd fp32 | 40.000 | 10.000 | 4.00x | 1.25x | 2.00x | - |  | 42% | passages/s |" in sec
+    assert ("| passages/s, kd auto (bf16) vs the fastest faithful peer | 130.0 | 10.000 | 13.00x | - | - | - | "
+            "1.30x (ov bf16: 100.0) | 30% | passages/s |") in sec
+    assert "1.30x the fastest peer (ov bf16)" in sec  # the across-CPU table
     assert "Skipped: error: something" in sec
     doc = "# Performance\n\nhand-written intro\n\n" + mkmd.BEGIN + "\nstale\n" + mkmd.END + "\n\n## After\nkept\n"
     out = mkmd.splice(doc, sec)
@@ -293,3 +299,32 @@ def test_the_rescore_benchmark_tiles_real_vectors_reproducibly():
     assert np.abs(x[:, 3:]).max() < 1e-3  # the copies stay in the real vectors' subspace
     assert np.array_equal(x, rescore.Tiled(base, 1000, seed=1).block(0))
     assert [b.count for b in tiled.blocks()] == [1000]
+
+
+def test_onnx_runtime_and_openvino_peers_give_the_hugging_face_cls_vectors(tiny_distilbert_dir, tmp_path):
+    """The benchmark's other runtimes (tools/benchmarks/runtimes.py) compute the same CLS vectors as the model folder,
+    in input order, one text or many (length-sorted batches put back)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from tools.benchmarks.runtimes import OrtEncoder, OvEncoder
+
+    texts = ["a short one", "a much longer passage about dense retrieval " * 5, "x", "medium length text here"]
+    tok = AutoTokenizer.from_pretrained(str(tiny_distilbert_dir))
+    model = AutoModel.from_pretrained(str(tiny_distilbert_dir)).eval()
+    with torch.inference_mode():
+        ref = np.stack([model(**tok([t], return_tensors="pt")).last_hidden_state[0, 0].numpy() for t in texts])
+    encoders = [OrtEncoder(tiny_distilbert_dir, tmp_path, 200, "fp32")]
+    try:
+        encoders.append(OvEncoder(tiny_distilbert_dir, tmp_path, 200, "fp32"))
+    except Exception as e:  # noqa: BLE001  (openvino not installed: Skip)
+        assert "openvino" in str(e)
+    for enc in encoders:
+        got = enc.encode(texts, batch_size=2)
+        assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4, type(enc).__name__
+        assert np.abs(enc.encode_one(texts[1]) - ref[1]).max() < 1e-4
+    int8 = OrtEncoder(tiny_distilbert_dir, tmp_path, 200, "int8").encode(texts)
+    cos = (int8 * ref).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99

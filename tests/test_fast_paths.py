@@ -328,6 +328,37 @@ def test_int8_queries_keep_the_dl19_ranking(data_dir, seven_bit_weights, monkeyp
     assert abs(ndcg10(q8) - fp32) <= 0.003
 
 
+@pytest.mark.slow
+def test_bf16_fused_path_keeps_the_dl19_ranking(data_dir, dl19_minilm_passages):
+    """The CPU bf16 path (the fused forward, bf16 residual stream: what --precision auto picks on CPUs with native
+    bf16) re-ranks DL19's BM25 top 100 with all-MiniLM-L6-v2 within 0.003 nDCG@10 of fp32, bf16 passages and bf16
+    queries alike; its passage vectors keep cosine >= 0.999 with fp32."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bf16 on this CPU: --precision auto picks fp32 here, and bf16 is not fused")
+    from kd_pyserini.evaluation import evaluate
+    from kd_pyserini.trec_io import read_qrels
+
+    top, pids, vectors = dl19_minilm_passages
+    qrels = read_qrels(data_dir / "topics-and-qrels" / "qrels.dl19-passage.txt")
+    doc16 = get_document_encoder("all-minilm-l6-v2", device="cpu", precision="bf16", batch_size=64)
+    assert doc16.encoder._fused() is not None
+    v16 = doc16.encode([top.passages[p] for p in pids])
+    assert _cos(v16, vectors).min() >= 0.999
+
+    def ndcg10(doc_vectors, encoder) -> float:
+        row = {p: i for i, p in enumerate(pids)}
+        run = {}
+        for qid, lst in top.lists.items():
+            scores = doc_vectors[[row[p] for p in lst]] @ encoder.encode(top.queries[qid])
+            run[qid] = {p: float(s) for p, s in zip(lst, scores)}
+        return evaluate(run, qrels, "nDCG@10")["nDCG@10"]
+
+    fp32 = ndcg10(vectors, get_query_encoder("all-minilm-l6-v2", device="cpu"))
+    bf16 = ndcg10(v16, get_query_encoder("all-minilm-l6-v2", device="cpu", precision="bf16"))
+    assert 0.5 < fp32 < 0.8
+    assert abs(bf16 - fp32) <= 0.003, (bf16, fp32)
+
+
 @pytest.fixture(scope="module")
 def dl19_minilm_passages(data_dir, test_cache):
     """DL19's BM25 top-100 candidates and their all-MiniLM-L6-v2 fp32 passage vectors (encoded once; kept in the test

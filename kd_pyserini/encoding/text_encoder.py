@@ -105,6 +105,18 @@ class TextEncoder:
             raise NonFiniteVectorError(self.card.model_id, int(bad.sum()), len(out), int(np.argmax(bad)))
         return out
 
+    def _fused(self) -> Any | None:
+        """The fused CPU forward (:mod:`kd_pyserini.encoding.fused`) for this model and precision, built on first
+        use; ``None`` where it does not apply (CUDA, int8, another architecture, ``KD_PYSERINI_FUSED=0``)."""
+        if "_fused_fwd" not in self.__dict__:
+            fwd = None
+            if self.device.type == "cpu":
+                from kd_pyserini.encoding.fused import fused_encoder
+
+                fwd = fused_encoder(self.model, self.precision)
+            self.__dict__["_fused_fwd"] = fwd
+        return self.__dict__["_fused_fwd"]
+
     def _autocast(self) -> torch.autocast:
         return autocast(self.device, self.precision)
 
@@ -120,8 +132,12 @@ class TextEncoder:
         input_ids = input_ids.to(self.device, non_blocking=True)
         if mask is not None:
             mask = mask.to(self.device, non_blocking=True)
-        with self._autocast():
-            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        fused = self._fused()
+        if fused is not None:
+            hidden = fused(input_ids, mask, cls_only=self.card.pooling == "cls")
+        else:
+            with self._autocast():
+                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if mask is None:
             mask = torch.ones(input_ids.shape, dtype=torch.long, device=hidden.device)
         vec = pool(hidden.float(), mask, self.card.pooling)

@@ -14,11 +14,54 @@ from typing import Any
 import numpy as np
 
 from .ceiling import encoder_flops, fraction_of_ceiling, useful_gflops
-from .common import (PeakRSS, Result, Settings, bf16_worth_running, dl_queries, interleave, mib, pctl,
+from .common import (PeakRSS, Result, Settings, Skip, bf16_worth_running, dl_queries, interleave, mib, pctl,
                      sample_passages, st_encoder,
                      tasb_model, vector_agreement)
+from .runtimes import ORT, OV
 
 ST = "sentence-transformers"
+BEST = "best other runtime"
+QUERY_BLOCK = 25  # single queries an encoder answers in a row (bench_queries)
+
+
+def _runtime_peers(model: str, s: Settings, max_length: int, precs: tuple[str, ...], mode: str,
+                   notes: list[str]) -> dict[str, Any]:
+    """ONNX Runtime (fp32, int8) and OpenVINO (fp32, and bf16 where ``precs`` has it) encoders, by variant name
+    (``"ort fp32"``, ``"ov bf16"``...); a runtime that is not installed or does not export is left out with a note."""
+    from .runtimes import OrtEncoder, OvEncoder
+
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        notes.append("ONNX Runtime and OpenVINO left out: torch's kernels are capped at AVX2 in this run "
+                     f"({os.environ['ONEDNN_MAX_CPU_ISA']}), and neither runtime offers such a cap (their kernels "
+                     "would use AMX/AVX-512: not a comparison)")
+        return {}
+    out: dict[str, Any] = {}
+    for name, make in (("ort fp32", lambda: OrtEncoder(model, s.cache_dir, max_length, "fp32")),
+                       ("ort int8", lambda: OrtEncoder(model, s.cache_dir, max_length, "int8")),
+                       *((f"ov {p}", (lambda p=p: OvEncoder(model, s.cache_dir, max_length, p, mode=mode)))
+                         for p in precs)):
+        try:
+            out[name] = make()
+        except Skip as e:
+            notes.append(f"{name} left out: {e}")
+    return out
+
+
+def _peer_set(rates: dict[str, float], p: str) -> dict[str, float | None]:
+    """Each peer's figure at precision ``p`` (the same-precision comparison)."""
+    return {ST: rates.get(f"st {p}"), ORT: rates.get(f"ort {p}"), OV: rates.get(f"ov {p}")}
+
+
+def _faithful(v: np.ndarray, ref: np.ndarray, min_cosine: float = 0.999) -> bool:
+    """The issue's "equal vectors": every vector's cosine to fp32's at least ``min_cosine``."""
+    return vector_agreement(v, ref)["cos_min"] >= min_cosine
+
+
+def _best(rates: dict[str, float], names: list[str], higher_is_better: bool = True) -> tuple[str | None, float | None]:
+    got = [(n, rates[n]) for n in names if rates.get(n)]
+    if not got:
+        return None, None
+    return (max if higher_is_better else min)(got, key=lambda x: x[1])
 
 
 def _prec(name: str) -> str:
@@ -105,6 +148,8 @@ def bench_passages(s: Settings) -> Result:
         return np.concatenate([theirs.encode(chunk[i:i + bs], max_length=200) for i in range(0, len(chunk), bs)])
 
     peers = {f"st {p}": st_encoder(model, 200, p) for p in precs}
+    runtimes = _runtime_peers(model, s, 200, precs, "throughput", r.notes)
+    peers.update(runtimes)
     chunk = max(bs, min(256, len(texts)))
     names = ["pyserini", *peers, *variants]
     secs = dict.fromkeys(names, 0.0)
@@ -112,7 +157,8 @@ def bench_passages(s: Settings) -> Result:
     vecs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     fns = {"pyserini": pyserini_encode,
            **{n: (lambda c, e=e: np.asarray(e.encode(c, batch_size=bs, show_progress_bar=False), dtype=np.float32))
-              for n, e in peers.items()},
+              for n, e in peers.items() if n.startswith("st ")},
+           **{n: (lambda c, e=e: e.encode(c, batch_size=bs)) for n, e in runtimes.items()},
            **{n: e.encode for n, e in variants.items()}}
     for n in names:  # warm-up (first-call allocations, oneDNN kernel creation)
         fns[n](texts[:4])
@@ -133,9 +179,25 @@ def bench_passages(s: Settings) -> Result:
     for n in variants:
         p = _prec(n)
         r.add(f"passages/s, {n}", rate[n], rate["pyserini"], "passages/s", ours_label=n,
-              peers={ST: rate.get(f"st {p}")} if p != "int8" else {ST: None},
+              peers=_peer_set(rate, p),
               ceiling=fraction_of_ceiling(rate[n], per_passage, ceil.get(p)),
               gflops=useful_gflops(rate[n], per_passage), precision=p)
+    # the issue's headline: kd's default (--precision auto) against the fastest faithful peer at any precision
+    from kd_pyserini.encoding.precision import choose_precision
+
+    auto = choose_precision("auto", "cpu", "encode").precision
+    if f"kd {auto}" not in rate:  # e.g. bf16 left out of this run
+        r.notes.append(f"--precision auto would pick {auto}, which this run did not time; fp32 stands in")
+        auto = "fp32"
+    faithful = [n for n in peers if n in V and _faithful(V[n], V["kd fp32"])]
+    bn, bv = _best(rate, faithful)
+    r.add(f"passages/s, kd auto ({auto}) vs the fastest faithful peer", rate[f"kd {auto}"], rate["pyserini"],
+          "passages/s", ours_label=f"kd {auto}", peers={BEST: bv}, note=f"fastest faithful peer: {bn}",
+          ceiling=fraction_of_ceiling(rate[f"kd {auto}"], per_passage, ceil.get(auto)),
+          gflops=useful_gflops(rate[f"kd {auto}"], per_passage), precision=auto)
+    r.extra["faithful_peers"] = faithful
+    r.extra["ort_fusions"] = getattr(runtimes.get("ort fp32"), "fusions", None)
+    r.extra["openvino_streams"] = {n: e.streams for n, e in runtimes.items() if n.startswith("ov ")}
     r.extra["peer_rates"] = {n: rate[n] for n in ("pyserini", *peers)}
     r.extra["peer_gflops"] = {n: {"gflops": useful_gflops(rate[n], per_passage), "precision": _prec(n)}
                               for n in ("pyserini", *peers)}
@@ -160,6 +222,8 @@ def bench_passages(s: Settings) -> Result:
         r.agreement["st bf16 vs kd fp32"] = vector_agreement(V["st bf16"], V["kd fp32"])
     for n in (v for v in variants if v != "kd fp32"):
         r.agreement[f"{n} vs kd fp32"] = vector_agreement(V[n], V["kd fp32"])
+    for n in runtimes:
+        r.agreement[f"{n} vs kd fp32"] = vector_agreement(V[n], V["kd fp32"])
     padded_py = sum(lens[i:i + bs].max() * len(lens[i:i + bs]) for i in range(0, len(lens), bs)) / len(lens)
     srt = np.sort(lens)[::-1]
     padded_kd = sum(srt[i:i + bs].max() * len(srt[i:i + bs]) for i in range(0, len(srt), bs)) / len(srt)
@@ -177,6 +241,8 @@ def bench_passages(s: Settings) -> Result:
         r.extra["batch_sweep"] = _batch_sweep(model, texts[:256])
         enc = variants["kd fp32"]
         r.extra["profile_kd_fp32"] = profile_top(lambda: enc.encode(texts[:64]))
+        if "kd bf16" in variants:
+            r.extra["profile_kd_bf16"] = profile_top(lambda: variants["kd bf16"].encode(texts[:64]))
         r.extra["profile_pyserini"] = profile_top(lambda: pyserini_encode(texts[:64]))
     return r
 
@@ -215,26 +281,33 @@ def bench_queries(s: Settings) -> Result:
     fns: dict[str, Callable[[str], np.ndarray]] = {"pyserini": lambda q: theirs.encode(q, max_length=30)}
     fns.update({f"st {p}": (lambda q, e=e: np.asarray(e.encode(q, show_progress_bar=False), dtype=np.float32))
                 for p, e in st.items()})
+    runtimes = _runtime_peers(model, s, 30, tuple(st), "latency", r.notes)
+    fns.update({n: e.encode_one for n, e in runtimes.items()})
     fns.update({f"kd {p}": e.encode for p, e in kd.items()})
     names = list(fns)
-    for q in queries[:5]:
-        for n in names:
-            fns[n](q)
+    # Blocks: each encoder answers QUERY_BLOCK queries in a row (after 3 warm-up queries), as a search box serving
+    # one model does; the encoders take turns block by block, in alternating order, so a change of load hits all
+    # alike. Until session 6 each query went through every encoder in turn: each model then came back from memory
+    # after ~10 others had run. ``alone`` (below) also times the fastest variants each in a process of its own.
     lat: dict[str, list[float]] = {n: [] for n in names}
-    vec: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for i, q in enumerate(queries):
-        for n in (names if i % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            v = fns[n](q)
-            lat[n].append(time.perf_counter() - t0)
-            vec[n].append(v)
+    vec: dict[str, list[np.ndarray | None]] = {n: [None] * len(queries) for n in names}
+    blocks = [range(b, min(b + QUERY_BLOCK, len(queries))) for b in range(0, len(queries), QUERY_BLOCK)]
+    for k, block in enumerate(blocks):
+        for n in (names if k % 2 == 0 else names[::-1]):
+            for q in queries[:3]:
+                fns[n](q)
+            for i in block:
+                t0 = time.perf_counter()
+                v = fns[n](queries[i])
+                lat[n].append(time.perf_counter() - t0)
+                vec[n][i] = v
     qlens = _token_lengths(model, queries, 30)
     per_query = encoder_flops(model, qlens) / len(qlens)
     ceil = s.ceilings or {}
     ours = [n for n in names if n.startswith("kd ")]
 
     def st_peer(n: str, vals: dict[str, float]) -> dict[str, float | None]:
-        return {ST: vals.get(f"st {_prec(n)}")}
+        return _peer_set(vals, _prec(n))
 
     for q in (50, 95):
         v = {n: pctl(lat[n], q) * 1e3 for n in names}
@@ -244,16 +317,44 @@ def bench_queries(s: Settings) -> Result:
                                                gflops=useful_gflops(1e3 / v[n], per_query), precision=_prec(n))
                                           if q == 50 else {}))
         r.extra[f"peer_p{q}_ms"] = {n: v[n] for n in names if not n.startswith("kd ")}
+        if q == 50:
+            lat50 = v
+    # the single-query headline: kd's fastest faithful variant against every peer's fastest faithful one
     V = {n: np.stack(v) for n, v in vec.items()}
+    ok = [n for n in names if n != "pyserini" and _faithful(V[n], V["kd fp32"])]
+    kn, kv = _best(lat50, [n for n in ok if n.startswith("kd ")], higher_is_better=False)
+    bn, bv = _best(lat50, [n for n in ok if not n.startswith("kd ")], higher_is_better=False)
+    if kn:
+        r.add(f"single-query p50, fastest kd ({kn[3:]}) vs the fastest peer", kv, lat50["pyserini"], "ms",
+              higher_is_better=False, ours_label=kn, peers={BEST: bv}, note=f"fastest peer: {bn}",
+              ceiling=fraction_of_ceiling(1e3 / kv, per_query, ceil.get(_prec(kn))),
+              gflops=useful_gflops(1e3 / kv, per_query), precision=_prec(kn))
+    if not s.quick:  # each variant alone in a fresh process (the search box that serves one model)
+        from .alone import run_alone
+
+        solo_names = [n for n in names if n == "pyserini" or n in ok]
+        solo = {n: run_alone(n, model, s.cache_dir, queries) for n in solo_names}
+        r.extra["alone_in_a_process"] = solo
+        p50 = {n: v["p50_ms"] for n, v in solo.items() if "p50_ms" in v}
+        kn, kv = _best(p50, [n for n in p50 if n.startswith("kd ")], higher_is_better=False)
+        bn, bv = _best(p50, [n for n in p50 if n != "pyserini" and not n.startswith("kd ")],
+                       higher_is_better=False)
+        if kn:
+            r.add(f"single-query p50 alone in a process, fastest kd ({kn[3:]}) vs the fastest peer", kv,
+                  p50.get("pyserini"), "ms", higher_is_better=False, ours_label=kn, peers={BEST: bv},
+                  note=f"fastest peer: {bn}", precision=_prec(kn))
     r.agreement["kd fp32 vs pyserini"] = vector_agreement(V["kd fp32"], V["pyserini"])
     r.agreement["kd fp32 vs st fp32"] = vector_agreement(V["kd fp32"], V["st fp32"])
     for p in (p for p in kd if p != "fp32"):
         r.agreement[f"kd {p} vs kd fp32"] = vector_agreement(V[f"kd {p}"], V["kd fp32"])
+    for n in runtimes:
+        r.agreement[f"{n} vs kd fp32"] = vector_agreement(V[n], V["kd fp32"])
 
     # batched: Pyserini's FaissSearcher.batch_search loops over encode() (AutoQueryEncoder has no encode_batch)
     batch_fns = {"pyserini": lambda: [theirs.encode(q, max_length=30) for q in queries],
                  **{f"st {p}": (lambda e=e: e.encode(queries, batch_size=32, show_progress_bar=False))
                     for p, e in st.items()},
+                 **{n: (lambda e=e: e.encode(queries, batch_size=32)) for n, e in runtimes.items()},
                  **{f"kd {p}": (lambda e=e: e.encode_batch(queries)) for p, e in kd.items()}}
     t = interleave(batch_fns, rounds=2 if not s.quick else 1, warmup=0)
     qps = {n: len(queries) / min(ts) for n, ts in t.items()}
@@ -286,8 +387,9 @@ def bench_queries(s: Settings) -> Result:
         r.extra["profile_kd_fp32_single_query"] = profile_top(lambda: [kd["fp32"].encode(q) for q in queries[:20]])
         r.extra["profile_pyserini_single_query"] = profile_top(
             lambda: [theirs.encode(q, max_length=30) for q in queries[:20]])
-    r.notes.append(f"{len(queries)} DL19+DL20 topics, max length 30, {default} threads; each query encoded by every "
-                   "encoder in turn (order alternating). Pyserini's batched path = its per-query loop; "
+    r.notes.append(f"{len(queries)} DL19+DL20 topics, max length 30, {default} threads; single queries in blocks "
+                   f"of {QUERY_BLOCK} per encoder (3 warm-up queries each), the encoders taking turns block by block "
+                   "in alternating order. Pyserini's batched path = its per-query loop; "
                    "sentence-transformers: "
                    "encode(query) / encode(queries, batch_size=32), CLS pooling, 30 tokens, ratio at the same "
                    "precision (none for int8). ceiling: of the GEMM rate at that precision (single queries are "
