@@ -175,3 +175,38 @@ def test_fused_forward_ignores_an_enclosing_autocast(tiny_distilbert_dir):
         got = fwd(ids, mask, cls_only=True)
     assert got.dtype == torch.float32
     assert torch.allclose(got[:, 0], ref[:, 0], atol=1e-5, rtol=1e-4)
+
+
+def test_the_choice_is_made_when_the_encoder_is_made(minilm_dir, monkeypatch):
+    """KD_PYSERINI_FUSED=0 / KD_PYSERINI_FAST_LINEAR=0 count at construction, as for the linear layers: an encoder made
+    with it off stays off after the variable is gone (the benchmark's unfused baselines were silently fused before)."""
+    from kd_pyserini.encoding import fast_linear
+    from kd_pyserini.encoding.text_encoder import TextEncoder
+
+    for var in ("KD_PYSERINI_FUSED", "KD_PYSERINI_FAST_LINEAR"):
+        monkeypatch.setenv(var, "0")
+        monkeypatch.setattr(fast_linear, "_FAST_LINEAR_OK", {})
+        enc = TextEncoder("all-minilm-l6-v2", device="cpu", precision="fp32")
+        monkeypatch.delenv(var)
+        monkeypatch.setattr(fast_linear, "_FAST_LINEAR_OK", {})
+        enc.embed(TEXTS[:2], 64)
+        assert enc._fused() is None, var
+
+
+@needs_onednn
+def test_fused_encoder_pickles_without_its_packed_weights(tiny_distilbert_dir):
+    import copy
+    import pickle
+
+    model, tok = _load(tiny_distilbert_dir)
+    fwd = fused_encoder(model, "fp32")
+    ref, ids, mask = _hf(model, tok, TEXTS[:2])
+    fwd(ids, mask)
+    again = pickle.loads(pickle.dumps(fwd))
+    assert torch.allclose(again(ids, mask, cls_only=True)[:, 0], ref[:, 0], atol=1e-5, rtol=1e-4)
+    assert copy.deepcopy(fwd)._packed == []
+
+
+def test_no_fused_forward_for_a_model_in_training_mode(tiny_distilbert_dir):
+    model, _ = _load(tiny_distilbert_dir)
+    assert fused_encoder(model.train(), "fp32") is None

@@ -19,12 +19,13 @@ oneDNN's fused matmul primitives on prepacked weights (``torch.ops.mkldnn._linea
   cast back and forth between layers: cosine to fp32 >= 0.9999 on the TAS-B architecture and on all-MiniLM-L6-v2
   (``tests/test_fused.py``); at ``fp32`` the vectors equal the Hugging Face forward's to float rounding.
 
-Measured (PERFORMANCE.md, AMX Xeon, 2 cores, side by side): DL-pool passages bf16 1.3x and fp32 1.2x the per-op
-path; single queries bf16 1.3x.
+Measured (PERFORMANCE.md, AMX Xeon, 2 cores, side by side on 128 DL-pool passages): bf16 1.55x and fp32 1.2x the
+per-op path; a single query at bf16 (each alone in a process) 5.2 vs 8.5 ms.
 
 Only inference on the CPU takes it (``TextEncoder`` at ``fp32``/``bf16``); training, CUDA, int8, ColBERT/PreTTR and
-cross-encoders keep their paths. The packed weights are rebuilt if a parameter changes (its version or storage).
-``KD_PYSERINI_FUSED=0`` (or ``KD_PYSERINI_FAST_LINEAR=0``) turns it off.
+cross-encoders keep their paths; so do models in training mode or off the CPU. The packed weights are rebuilt when a
+parameter changes through torch (its version or storage; like every cached kernel, an edit through ``.data`` is not
+seen). ``KD_PYSERINI_FUSED=0`` (or ``KD_PYSERINI_FAST_LINEAR=0``) when the encoder is made turns it off.
 """
 
 from __future__ import annotations
@@ -87,8 +88,14 @@ class FusedEncoder:
     def _version_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_packed"], state["_key"] = [], None  # packed oneDNN tensors cannot be copied or pickled; rebuilt on use
+        return state
+
     def _pack(self) -> None:
         dt = self.dtype
+        self._spec = _layers(self.model) or self._spec  # modules may have been replaced since (a merge, a reload)
 
         def lin(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return (torch.ops.mkldnn._reorder_linear_weight(w.detach().to(dt).contiguous(), None),
@@ -162,6 +169,13 @@ def fused_encoder(model: torch.nn.Module, precision: str) -> FusedEncoder | None
     if not layers or any(L["act"] not in _ACTIVATIONS for L in layers):
         return None
     if any(L[n].bias is None for L in layers for n in ("q", "k", "v", "o", "f1", "f2")):
+        return None
+    for L in layers:  # the shapes this forward assumes: square Q/K/V/O of the hidden size, heads dividing it
+        d = L["o"].weight.shape[0]
+        if any(tuple(L[n].weight.shape) != (d, d) for n in ("q", "k", "v", "o")) or d % L["heads"] \
+                or L["f1"].weight.shape[1] != d or tuple(L["f2"].weight.shape) != (d, L["f1"].weight.shape[0]):
+            return None
+    if model.training or any(p.device.type != "cpu" for p in model.parameters()):
         return None
     if not hasattr(torch.ops.mkldnn, "_linear_pointwise") or not fast_linear_available(dtype):
         return None

@@ -90,6 +90,11 @@ class TextEncoder:
         if precision == "int8":
             model = quantize_int8(model, self.tokenizer)
         self.model = place_model(model, self.device, precision)
+        self._fused_fwd = None  # decided here, like place_model's linear layers: the environment at construction
+        if self.device.type == "cpu":
+            from kd_pyserini.encoding.fused import fused_encoder
+
+            self._fused_fwd = fused_encoder(self.model, precision)
         self.dimension = int(getattr(model.config, "hidden_size", None) or getattr(model.config, "dim"))
         if self.card.dimension is not None and self.card.dimension != self.dimension:
             raise ValueError(f"card {self.card.name} says dimension {self.card.dimension} but the model has "
@@ -106,16 +111,10 @@ class TextEncoder:
         return out
 
     def _fused(self) -> Any | None:
-        """The fused CPU forward (:mod:`kd_pyserini.encoding.fused`) for this model and precision, built on first
-        use; ``None`` where it does not apply (CUDA, int8, another architecture, ``KD_PYSERINI_FUSED=0``)."""
-        if "_fused_fwd" not in self.__dict__:
-            fwd = None
-            if self.device.type == "cpu":
-                from kd_pyserini.encoding.fused import fused_encoder
-
-                fwd = fused_encoder(self.model, self.precision)
-            self.__dict__["_fused_fwd"] = fwd
-        return self.__dict__["_fused_fwd"]
+        """The fused CPU forward (:mod:`kd_pyserini.encoding.fused`) chosen at construction for this model and
+        precision; ``None`` where it does not apply (CUDA, int8, another architecture, ``KD_PYSERINI_FUSED=0`` or
+        ``KD_PYSERINI_FAST_LINEAR=0`` when the encoder was made)."""
+        return self._fused_fwd
 
     def _autocast(self) -> torch.autocast:
         return autocast(self.device, self.precision)

@@ -4,7 +4,7 @@ In the main benchmark process ten encoders are loaded side by side, and each one
 for the CPU's caches; a server holds one. Here a child process loads only the variant asked for, answers the queries
 one at a time (5 warm-up queries first) and prints one JSON line ``{"p50_ms": ..., "p95_ms": ..., "n": ...}``.
 
-    python -m tools.benchmarks.alone VARIANT MODEL CACHE_DIR QUERIES_JSON
+    python -m tools.benchmarks.alone VARIANT MODEL CACHE_DIR QUERIES_JSON [THREADS]
 
 VARIANT: ``pyserini``, ``kd fp32|bf16|int8``, ``st fp32|bf16``, ``ort fp32|int8``, ``ov fp32|bf16``.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _encoder(variant: str, model: str, cache: str) -> Callable[[str], object]:
+def _encoder(variant: str, model: str, cache: str, threads: int | None = None) -> Callable[[str], object]:
     kind, _, prec = variant.partition(" ")
     if kind == "pyserini":
         import kd_pyserini  # noqa: F401  (starts the JVM before pyserini does)
@@ -41,18 +41,23 @@ def _encoder(variant: str, model: str, cache: str) -> Callable[[str], object]:
     if kind == "ort":
         from .runtimes import OrtEncoder
 
-        return OrtEncoder(model, cache, 30, prec).encode_one
+        return OrtEncoder(model, cache, 30, prec, threads=threads).encode_one
     if kind == "ov":
         from .runtimes import OvEncoder
 
-        return OvEncoder(model, cache, 30, prec, mode="latency").encode_one
+        return OvEncoder(model, cache, 30, prec, mode="latency", threads=threads).encode_one
     raise SystemExit(f"unknown variant {variant!r}")
 
 
 def main(argv: list[str]) -> int:
-    variant, model, cache, queries_json = argv
+    variant, model, cache, queries_json, *rest = argv
+    threads = int(rest[0]) if rest else None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     queries = json.loads(Path(queries_json).read_text())
-    fn = _encoder(variant, model, cache)
+    fn = _encoder(variant, model, cache, threads)
     for q in queries[:5]:
         fn(q)
     lat = []
@@ -65,7 +70,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_alone(variant: str, model: str, cache: str | Path, queries: list[str], timeout: float = 600) -> dict:
+def run_alone(variant: str, model: str, cache: str | Path, queries: list[str], timeout: float = 600,
+              threads: int | None = None) -> dict:
     """:func:`main` in a child process (this interpreter, the repository on its path); ``{"error": ...}`` on failure."""
     import os
     import tempfile
@@ -75,7 +81,8 @@ def run_alone(variant: str, model: str, cache: str | Path, queries: list[str], t
         json.dump(queries, f)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
     try:
-        out = subprocess.run([sys.executable, "-m", "tools.benchmarks.alone", variant, str(model), str(cache), f.name],
+        out = subprocess.run([sys.executable, "-m", "tools.benchmarks.alone", variant, str(model), str(cache), f.name,
+                              *([str(threads)] if threads else [])],
                              capture_output=True, text=True, timeout=timeout, cwd=repo, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}

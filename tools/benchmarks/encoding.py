@@ -36,14 +36,17 @@ def _runtime_peers(model: str, s: Settings, max_length: int, precs: tuple[str, .
                      "would use AMX/AVX-512: not a comparison)")
         return {}
     out: dict[str, Any] = {}
-    for name, make in (("ort fp32", lambda: OrtEncoder(model, s.cache_dir, max_length, "fp32")),
-                       ("ort int8", lambda: OrtEncoder(model, s.cache_dir, max_length, "int8")),
-                       *((f"ov {p}", (lambda p=p: OvEncoder(model, s.cache_dir, max_length, p, mode=mode)))
+    for name, make in (("ort fp32", lambda: OrtEncoder(model, s.cache_dir, max_length, "fp32", spinning=False)),
+                       ("ort int8", lambda: OrtEncoder(model, s.cache_dir, max_length, "int8", spinning=False)),
+                       *((f"ov {p}", (lambda p=p: OvEncoder(model, s.cache_dir, max_length, p, mode=mode,
+                                                            threads=_threads())))
                          for p in precs)):
         try:
             out[name] = make()
         except Skip as e:
             notes.append(f"{name} left out: {e}")
+        except Exception as e:  # noqa: BLE001  (a peer's export or compile failing must not stop the benchmark)
+            notes.append(f"{name} left out: {type(e).__name__}: {str(e)[:200]}")
     return out
 
 
@@ -92,11 +95,27 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
-def _kd_doc(model: str, precision: str = "fp32", fast_linear: bool = True, batch_size: int = 32):
+def _kd_doc(model: str, precision: str = "fp32", fast_linear: bool = True, batch_size: int = 32,
+            fused: bool = True):
     from kd_pyserini import encoders as E
 
-    with _env("KD_PYSERINI_FAST_LINEAR", "1" if fast_linear else "0"):
-        return E.get_document_encoder(model, device="cpu", precision=precision, batch_size=batch_size)
+    with _env("KD_PYSERINI_FAST_LINEAR", "1" if fast_linear else "0"), _env("KD_PYSERINI_FUSED", "1" if fused else "0"):
+        enc = E.get_document_encoder(model, device="cpu", precision=precision, batch_size=batch_size)
+    want = fused and fast_linear and precision in ("fp32", "bf16")
+    if enc.encoder._fused() is None and want and _fused_possible(precision):
+        raise RuntimeError(f"kd {precision}: the fused forward was expected and is off")
+    if enc.encoder._fused() is not None and not want:
+        raise RuntimeError(f"kd {precision}: the fused forward is on in a variant that must run without it")
+    return enc
+
+
+def _fused_possible(precision: str) -> bool:
+    import torch
+
+    from kd_pyserini.encoding.fast_linear import fast_linear_available
+    from kd_pyserini.encoding.fused import fused_enabled
+
+    return fused_enabled() and fast_linear_available(torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
 def _kd_query(model: str, precision: str = "fp32", fast_linear: bool = True):
@@ -136,6 +155,8 @@ def bench_passages(s: Settings) -> Result:
     variants = {
         "kd fp32": _kd_doc(model, "fp32", batch_size=bs),
         "kd fp32 (sorting only, MKL linear)": _kd_doc(model, "fp32", fast_linear=False, batch_size=bs),
+        "kd fp32 (oneDNN linear, not fused)": _kd_doc(model, "fp32", fused=False, batch_size=bs),
+        **({"kd bf16 (not fused)": _kd_doc(model, "bf16", fused=False, batch_size=bs)} if bf16 else {}),
         **({"kd bf16": _kd_doc(model, "bf16", batch_size=bs)} if bf16 else {}),
         "kd int8": _kd_doc(model, "int8", batch_size=bs),
     }
@@ -265,7 +286,8 @@ def _batch_sweep(model: str, texts: list[str]) -> dict[str, float]:
 
 def bench_queries(s: Settings) -> Result:
     """Single-query latency (p50/p95) and batched queries/s: Pyserini's AutoQueryEncoder against kd_pyserini's
-    KDQueryEncoder (fp32, bf16, int8), each query encoded by all of them in turn."""
+    KDQueryEncoder (fp32, bf16, int8), and ONNX Runtime / OpenVINO: single queries in blocks per encoder, the
+    encoders taking turns (and, outside --quick, each fast variant alone in a process of its own)."""
     import torch
     from pyserini.encode import AutoQueryEncoder
 
@@ -333,7 +355,7 @@ def bench_queries(s: Settings) -> Result:
         from .alone import run_alone
 
         solo_names = [n for n in names if n == "pyserini" or n in ok]
-        solo = {n: run_alone(n, model, s.cache_dir, queries) for n in solo_names}
+        solo = {n: run_alone(n, model, s.cache_dir, queries, threads=torch.get_num_threads()) for n in solo_names}
         r.extra["alone_in_a_process"] = solo
         p50 = {n: v["p50_ms"] for n, v in solo.items() if "p50_ms" in v}
         kn, kv = _best(p50, [n for n in p50 if n.startswith("kd ")], higher_is_better=False)
@@ -372,7 +394,7 @@ def bench_queries(s: Settings) -> Result:
     sample = queries[: min(60, len(queries))]
     for th in sorted({1, default}):
         torch.set_num_threads(th)
-        for n in names:
+        for n in (n for n in names if n not in runtimes):  # ORT/OpenVINO fix their threads when built
             ts = []
             for q in sample:
                 t0 = time.perf_counter()

@@ -134,8 +134,10 @@ def summary_table(report: dict) -> list[str]:
             continue
         ratios = r.get("ratios") or {}
         best = ""
-        if BEST in ratios:
+        if BEST in ratios and ratios.get(BEST) is not None:
             best = f"{_x(ratios.get(BEST))} ({r.get('note', '').split(': ', 1)[-1]}: {_fmt((r.get('peers') or {}).get(BEST), 3)})"
+        elif BEST in ratios:
+            best = "no faithful peer"
         out.append(f"| {r['metric']} | {_fmt(r['ours'], 3)} | {_fmt(r['pyserini'], 3)} | {_x(r.get('ratio'))} | "
                    f"{_x(ratios.get(ST))} | {_x(ratios.get(ORT))} | {_x(ratios.get(OV))} | {best} | "
                    f"{_pct(r.get('ceiling'))} | {r['unit']} |")

@@ -89,7 +89,11 @@ def export_onnx(model: str | Path, cache_dir: str | Path) -> Path:
                                  input_names=["input_ids", "attention_mask"], output_names=["cls"],
                                  dynamic_shapes=({0: b, 1: s}, {0: b, 1: s}), dynamo=True, optimize=True)
         prog.save(str(tmp), external_data=False)
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        tmp.unlink(missing_ok=True)
+        raise Skip(f"checking the ONNX export needs onnxruntime: {INSTALL}") from e
 
     sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     for texts in (["what is the capital of france", "a much longer passage " * 20, "x"], ["a " * 150], ["hi"]):
@@ -143,7 +147,7 @@ class OrtEncoder(_Sorted):
     """ONNX Runtime, CPU execution provider, its transformer optimiser + ``ORT_ENABLE_ALL``; fp32 or dynamic int8."""
 
     def __init__(self, model: str | Path, cache_dir: str | Path, max_length: int, precision: str = "fp32",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spinning: bool = True) -> None:
         try:
             import onnxruntime as ort
             from onnxruntime.transformers import optimizer
@@ -178,6 +182,8 @@ class OrtEncoder(_Sorted):
 
             threads = torch.get_num_threads()
         so.intra_op_num_threads = threads
+        if not spinning:  # no busy-waiting threads between calls: interleaved, they would take the next encoder's cores
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.precision = precision
 
