@@ -36,8 +36,10 @@ def _runtime_peers(model: str, s: Settings, max_length: int, precs: tuple[str, .
                      "would use AMX/AVX-512: not a comparison)")
         return {}
     out: dict[str, Any] = {}
-    for name, make in (("ort fp32", lambda: OrtEncoder(model, s.cache_dir, max_length, "fp32", spinning=False)),
-                       ("ort int8", lambda: OrtEncoder(model, s.cache_dir, max_length, "int8", spinning=False)),
+    # ONNX Runtime as its users get it (intra-op threads spinning between calls: in blocks of single queries this is
+    # what makes it fast; in the one-process run of 2026-12-07 16:36 it was off: ORT int8 4.2 ms there, 2.75 alone)
+    for name, make in (("ort fp32", lambda: OrtEncoder(model, s.cache_dir, max_length, "fp32")),
+                       ("ort int8", lambda: OrtEncoder(model, s.cache_dir, max_length, "int8")),
                        *((f"ov {p}", (lambda p=p: OvEncoder(model, s.cache_dir, max_length, p, mode=mode,
                                                             threads=_threads())))
                          for p in precs)):

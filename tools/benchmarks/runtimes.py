@@ -217,24 +217,25 @@ class OvEncoder(_Sorted):
         self.precision, self.mode = precision, mode
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self._req = self.compiled.create_infer_request()
+        self._parts: list[np.ndarray | None] = []
+        self._queue = None
+        if mode == "throughput" and self.streams > 1:  # one request per stream, made once
+            self._queue = ov.AsyncInferQueue(self.compiled, self.streams)
+
+            def done(req: Any, i: int) -> None:
+                self._parts[i] = req.get_output_tensor(0).data.copy()
+
+            self._queue.set_callback(done)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        import openvino as ov
-
         feeds, order = self._feeds(list(texts), batch_size)
-        if self.mode != "throughput" or self.streams <= 1:
+        if self._queue is None:
             return self._unsort([self._req.infer(f)[0].copy() for f in feeds], order)
-        parts: list[np.ndarray | None] = [None] * len(feeds)
-        queue = ov.AsyncInferQueue(self.compiled, self.streams)
-
-        def done(req: Any, i: int) -> None:
-            parts[i] = req.get_output_tensor(0).data.copy()
-
-        queue.set_callback(done)
+        self._parts = [None] * len(feeds)
         for i, f in enumerate(feeds):
-            queue.start_async(f, userdata=i)
-        queue.wait_all()
-        return self._unsort(parts, order)  # type: ignore[arg-type]
+            self._queue.start_async(f, userdata=i)
+        self._queue.wait_all()
+        return self._unsort(self._parts, order)  # type: ignore[arg-type]
 
     def encode_one(self, text: str) -> np.ndarray:
         return np.asarray(self._req.infer(self._one(text))[0][0], dtype=np.float32).copy()
